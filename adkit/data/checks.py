@@ -1,0 +1,58 @@
+"""What the format modules share: stop-or-collect problems, list image files, count and verify records.
+
+A module writes one `_scan(root, split, classes, problems)`: with `problems=None` (its `records`) the first
+problem raises `DataError`; with a list (its `check`) every problem is noted and the walk goes on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .core import DataError, Record, read_image, read_mask
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def fail(problems: list[str] | None, msg: str) -> None:
+    """Raise `DataError(msg)`, or note it when collecting problems."""
+    if problems is None:
+        raise DataError(msg)
+    problems.append(msg)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files in `folder`, sorted; hidden files skipped."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+
+
+def resolve_classes(found: list[str], classes: list[str] | None, where: Path | str,
+                    problems: list[str] | None) -> list[str]:
+    """The requested classes that exist (all found ones when `classes` is None); unknown ones are a problem."""
+    if not classes:
+        return list(found)
+    unknown = [c for c in classes if c not in found]
+    if unknown:
+        fail(problems, f"{where}: unknown class(es) {', '.join(unknown)}; found: {', '.join(found) or 'none'}")
+    return [c for c in classes if c in found]
+
+
+def tally(recs: list[Record], split: str, counts: dict, problems: list[str], deep: bool = True) -> None:
+    """Count `recs` into `counts[cls][split][defect]`; with `deep`, read every image and mask file."""
+    for r in recs:
+        per_defect = counts.setdefault(r.cls, {}).setdefault(split, {})
+        per_defect[r.defect] = per_defect.get(r.defect, 0) + 1
+        if not deep or r.array is not None:
+            continue
+        try:
+            size = read_image(r.path).shape[:2]
+        except DataError as err:
+            problems.append(str(err))
+            size = None
+        for mp in r.mask_paths:
+            try:
+                m = read_mask(mp)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            if size is not None and m.shape != size:
+                problems.append(f"{mp}: mask is {m.shape[1]}x{m.shape[0]}, its image {r.path} is {size[1]}x{size[0]}")

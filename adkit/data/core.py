@@ -1,0 +1,153 @@
+"""Records, samples and the image dataset every loader feeds.
+
+A loader turns a folder into a list of `Record`s (cheap: paths and labels, no pixels). `ImageDataset`
+reads a record into a `Sample` dict at a fixed square size: image `(3,H,W)` in [0, 1], mask `(1,H,W)`
+in {0, 1}, label (0 good, 1 defect), class, defect type, path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+GOOD = "good"
+
+
+class DataError(ValueError):
+    """A dataset on disk is not what the loader expects; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a dataset: where it is, what it is. `array` holds in-memory images (CIFAR...)."""
+
+    path: str
+    label: int  # 0 good, 1 anomalous
+    cls: str
+    defect: str = GOOD
+    mask_paths: tuple[str, ...] = ()
+    array: np.ndarray | None = field(default=None, compare=False, repr=False)
+    meta: tuple[tuple[str, str], ...] = ()
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: the argument, else `$ADKIT_DATA`, else `./data`."""
+    return Path(root or os.environ.get("ADKIT_DATA") or "data")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as RGB uint8 `(H,W,3)`; grayscale, palette and RGBA are converted."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: unreadable image ({err}); re-copy or remove the file") from None
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask file as a boolean `(H,W)` array: any non-zero pixel is defect."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("L"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: mask not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: unreadable mask ({err})") from None
+    return arr > 0
+
+
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB uint8 image to `size`×`size` (bilinear)."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a boolean mask; bilinear, then binarised at 0.5 (METHODS §0)."""
+    if mask.shape[0] == size and mask.shape[1] == size:
+        return mask
+    im = Image.fromarray(mask.astype(np.float32))
+    return np.asarray(im.resize((size, size), Image.BILINEAR)) > 0.5
+
+
+def load_record(rec: Record, size: int, check_mask_size: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a record at `size`: RGB uint8 `(size,size,3)` and boolean mask `(size,size)`."""
+    img = rec.array if rec.array is not None else read_image(rec.path)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    h, w = img.shape[:2]
+    mask = np.zeros((h, w), bool)
+    for mp in rec.mask_paths:
+        m = read_mask(mp)
+        if m.shape != (h, w):
+            if check_mask_size:
+                raise DataError(
+                    f"{mp}: mask is {m.shape[1]}x{m.shape[0]} but its image {rec.path} is {w}x{h}; "
+                    "masks must have the size of their image"
+                )
+            m = resize_mask(m, h) if h == w else m
+        mask |= m
+    return resize_image(img, size), resize_mask(mask, size)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Records read at a fixed size; `__getitem__` returns a Sample dict of tensors and strings."""
+
+    def __init__(self, records: list[Record], image_size: int = 128):
+        self.records = list(records)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.records[i]
+        img, mask = load_record(rec, self.image_size)
+        return {
+            "image": torch.from_numpy(img).permute(2, 0, 1).float().div(255.0),  # (3,H,W)
+            "mask": torch.from_numpy(mask)[None].float(),  # (1,H,W)
+            "label": rec.label,
+            "cls": rec.cls,
+            "defect": rec.defect,
+            "path": rec.path,
+        }
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({r.cls for r in self.records})
+
+
+def stack(samples: list[dict]) -> dict:
+    """Collate Sample dicts into a batch: tensors stacked, strings and ints as lists/tensors."""
+    out = {
+        "image": torch.stack([s["image"] for s in samples]),
+        "mask": torch.stack([s["mask"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples]),
+    }
+    for k in ("cls", "defect", "path"):
+        out[k] = [s[k] for s in samples]
+    return out
+
+
+def load_all(ds: ImageDataset, progress: bool = False, desc: str = "reading images") -> dict:
+    """Read a whole dataset into one batch dict (small datasets: mini, fixtures, probes)."""
+    from tqdm.auto import tqdm
+
+    it = range(len(ds))
+    if progress:
+        it = tqdm(it, desc=desc, leave=False)
+    return stack([ds[i] for i in it])

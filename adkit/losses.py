@@ -1,0 +1,89 @@
+"""Losses and anomaly maps: pure functions of teacher and student features.
+
+`t_feats` and `s_feats` are lists of `(B,C,h,w)` tensors, one per stage. Callers detach the teacher.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6
+
+
+def _check(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> None:
+    if len(t_feats) != len(s_feats):
+        raise ValueError(f"{len(t_feats)} teacher stages but {len(s_feats)} student stages")
+    for i, (t, s) in enumerate(zip(t_feats, s_feats)):
+        if t.shape != s.shape:
+            raise ValueError(f"stage {i}: teacher {tuple(t.shape)} vs student {tuple(s.shape)}")
+
+
+def rd_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
+    """RD's official loss: each image's whole map flattened into one vector, `Σ_l mean_b [1 − cos]`."""
+    _check(t_feats, s_feats)
+    loss = t_feats[0].new_zeros(())
+    for t, s in zip(t_feats, s_feats):
+        # L = Σ_l mean_b [1 − cos(vec T_l, vec S_l)]
+        loss = loss + (1 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1, eps=EPS)).mean()
+    return loss
+
+
+def fd_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
+    """STFPM's loss: per position ½‖T̂ − Ŝ‖² of channel-normalised features, mean over positions, Σ stages."""
+    _check(t_feats, s_feats)
+    loss = t_feats[0].new_zeros(())
+    for t, s in zip(t_feats, s_feats):
+        loss = loss + l2_map(t, s).mean()
+    return loss
+
+
+def cosine_map(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Per-position `1 − cos` along channels: `(B,C,h,w)` x2 -> `(B,1,h,w)`."""
+    return (1 - F.cosine_similarity(t, s, dim=1, eps=EPS)).unsqueeze(1)
+
+
+def l2_map(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Per-position ½‖T̂ − Ŝ‖² of channel-normalised features (= 1 − cos): `(B,1,h,w)`."""
+    d = F.normalize(t, dim=1, eps=EPS) - F.normalize(s, dim=1, eps=EPS)
+    return 0.5 * (d * d).sum(1, keepdim=True)
+
+
+def fuse_maps(maps: list[torch.Tensor], size: int | tuple[int, int], mode: str = "sum") -> torch.Tensor:
+    """Upsample per-stage maps `(B,1,h,w)` to `size` (bilinear) and fuse them: sum, product or mean."""
+    ups = [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+    if mode == "sum":
+        return torch.stack(ups).sum(0)
+    if mode == "mean":
+        return torch.stack(ups).mean(0)
+    if mode == "product":
+        return torch.stack(ups).prod(0)
+    raise ValueError(f"map fusion must be sum, mean or product, got {mode!r}")
+
+
+def gaussian_blur(amap: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian blur of `(B,1,H,W)` maps, kernel radius 4σ, reflect padding."""
+    if sigma <= 0:
+        return amap
+    radius = max(1, int(math.ceil(4 * sigma)))
+    radius = min(radius, amap.shape[-1] - 1, amap.shape[-2] - 1)
+    xs = torch.arange(-radius, radius + 1, dtype=amap.dtype, device=amap.device)
+    k = torch.exp(-0.5 * (xs / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(amap, (radius, radius, 0, 0), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def image_score(amap: torch.Tensor, mode: str = "max", top_frac: float = 0.01) -> torch.Tensor:
+    """Image score from a map `(B,1,H,W)`: its max, or the mean of its top `top_frac` pixels."""
+    flat = amap.flatten(1)
+    if mode == "max":
+        return flat.max(1).values
+    if mode == "topk":
+        k = max(1, int(round(top_frac * flat.shape[1])))
+        return flat.topk(k, dim=1).values.mean(1)
+    raise ValueError(f"image score must be max or topk, got {mode!r}")
