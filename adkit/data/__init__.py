@@ -18,6 +18,12 @@ from .core import GOOD, DataError, ImageDataset, Record, data_root, load_all, st
 FORMATS = {
     "mvtec": "adkit.data.mvtec",
     "mini": "adkit.data.mini",
+    "visa": "adkit.data.visa",
+    "mvtec_loco": "adkit.data.mvtec_loco",
+    "realiad": "adkit.data.realiad",
+    "cifar": "adkit.data.cifar",
+    "fashion_mnist": "adkit.data.fashion_mnist",
+    "digits": "adkit.data.digits",
 }
 
 __all__ = ["GOOD", "DataError", "ImageDataset", "Record", "FORMATS", "data_root", "default_root", "load",

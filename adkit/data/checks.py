@@ -22,17 +22,22 @@ def fail(problems: list[str] | None, msg: str) -> None:
 
 def image_files(folder: Path) -> list[Path]:
     """Image files in `folder`, sorted; hidden files skipped."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
 
 
-def resolve_classes(found: list[str], classes: list[str] | None, where: Path | str,
-                    problems: list[str] | None) -> list[str]:
-    """The requested classes that exist (all found ones when `classes` is None); unknown ones are a problem."""
+def resolve_classes(
+    found: list[str], classes: list[str] | None, where: Path | str, problems: list[str] | None
+) -> list[str]:
+    """The requested classes that exist (all when `classes` is None); an unknown one is a problem."""
     if not classes:
         return list(found)
     unknown = [c for c in classes if c not in found]
     if unknown:
-        fail(problems, f"{where}: unknown class(es) {', '.join(unknown)}; found: {', '.join(found) or 'none'}")
+        fail(
+            problems, f"{where}: unknown class(es) {', '.join(unknown)}; found: {', '.join(found) or 'none'}"
+        )
     return [c for c in classes if c in found]
 
 
@@ -55,4 +60,6 @@ def tally(recs: list[Record], split: str, counts: dict, problems: list[str], dee
                 problems.append(str(err))
                 continue
             if size is not None and m.shape != size:
-                problems.append(f"{mp}: mask is {m.shape[1]}x{m.shape[0]}, its image {r.path} is {size[1]}x{size[0]}")
+                problems.append(
+                    f"{mp}: mask is {m.shape[1]}x{m.shape[0]}, its image {r.path} is {size[1]}x{size[0]}"
+                )

@@ -76,12 +76,13 @@ def resize_image(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a boolean mask; bilinear, then binarised at 0.5 (METHODS §0)."""
-    if mask.shape[0] == size and mask.shape[1] == size:
+def resize_mask(mask: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a boolean mask to `size` (int or (h, w)); bilinear, then binarised at 0.5 (METHODS §0)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if mask.shape == (h, w):
         return mask
     im = Image.fromarray(mask.astype(np.float32))
-    return np.asarray(im.resize((size, size), Image.BILINEAR)) > 0.5
+    return np.asarray(im.resize((w, h), Image.BILINEAR)) > 0.5
 
 
 def load_record(rec: Record, size: int, check_mask_size: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +100,7 @@ def load_record(rec: Record, size: int, check_mask_size: bool = True) -> tuple[n
                     f"{mp}: mask is {m.shape[1]}x{m.shape[0]} but its image {rec.path} is {w}x{h}; "
                     "masks must have the size of their image"
                 )
-            m = resize_mask(m, h) if h == w else m
+            m = resize_mask(m, (h, w))
         mask |= m
     return resize_image(img, size), resize_mask(mask, size)
 
@@ -118,7 +119,8 @@ class ImageDataset(torch.utils.data.Dataset):
         rec = self.records[i]
         img, mask = load_record(rec, self.image_size)
         return {
-            "image": torch.from_numpy(img).permute(2, 0, 1).float().div(255.0),  # (3,H,W)
+            # np.array copies: arrays from PIL are read-only and torch warns about them
+            "image": torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255.0),  # (3,H,W)
             "mask": torch.from_numpy(mask)[None].float(),  # (1,H,W)
             "label": rec.label,
             "cls": rec.cls,

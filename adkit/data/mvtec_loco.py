@@ -19,7 +19,9 @@ SPLITS = ("train", "validation", "test")
 def list_classes(root: str | Path) -> list[str]:
     """Class folders under `root` (those with a `train` or `test` folder)."""
     root = Path(root)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
+    )
 
 
 def _scan(root: Path, split: str, classes: list[str] | None, problems: list[str] | None) -> list[Record]:
@@ -27,8 +29,11 @@ def _scan(root: Path, split: str, classes: list[str] | None, problems: list[str]
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     found = list_classes(root) if root.is_dir() else []
     if not found:
-        fail(problems, f"{root}: no class folders in MVTec LOCO layout (expected <class>/train/good and "
-                       "<class>/test/<type>); pass --root DIR or set $ADKIT_DATA")
+        fail(
+            problems,
+            f"{root}: no class folders in MVTec LOCO layout (expected <class>/train/good and "
+            "<class>/test/<type>); pass --root DIR or set $ADKIT_DATA",
+        )
     out: list[Record] = []
     for cls in resolve_classes(found, classes, root, problems):
         split_dir = root / cls / split
@@ -39,7 +44,10 @@ def _scan(root: Path, split: str, classes: list[str] | None, problems: list[str]
         n_before = len(out)
         for defect in defects:
             if not (split_dir / defect).is_dir():
-                fail(problems, f"{split_dir / defect}: missing folder; {split} images go in <class>/{split}/good/")
+                fail(
+                    problems,
+                    f"{split_dir / defect}: missing folder; {split} images go in <class>/{split}/good/",
+                )
                 continue
             for p in image_files(split_dir / defect):
                 if defect == GOOD:

@@ -15,8 +15,20 @@ from pathlib import Path
 from .checks import fail, resolve_classes, tally
 from .core import GOOD, Record
 
-CLASSES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
-           "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
+CLASSES = (
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
+)
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
 COLUMNS = ("object", "split", "label", "image", "mask")
 SPLITS = ("train", "test")

@@ -1,0 +1,235 @@
+"""The `adkit` command: demo, train, eval, probe, bench, data.
+
+Every command that measures prints a table; with `--json` it prints one JSON object on stdout instead
+(progress bars go to stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import backbones
+
+
+def _classes(s: str | None) -> list[str] | None:
+    return [c.strip() for c in s.split(",") if c.strip()] if s else None
+
+
+def _options(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"--opt expects key=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _print_json(obj) -> None:
+    from .evaluate import _jsonable
+
+    print(json.dumps(_jsonable(obj), indent=None, sort_keys=True))
+
+
+def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    from .data import FORMATS
+
+    p.add_argument("--data", default=None if not required else "mini", choices=sorted(FORMATS),
+                   help="dataset format (default: mini, the embedded set)")
+    p.add_argument("--root", default=None, help="dataset folder (default: $ADKIT_DATA/<data>, $ADKIT_DATA=./data)")
+    p.add_argument("--classes", default=None, help="comma-separated class names (default: all)")
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+def cmd_train(a) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(data=a.data or "mini", root=a.root, classes=tuple(_classes(a.classes) or ()) or None,
+                      setting=a.setting, model=a.model, backbone=a.backbone, weights=a.weights,
+                      image_size=a.image_size, iters=a.iters, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
+                      options=_options(a.opt), save_every=a.save_every)
+    t0 = time.perf_counter()
+    run = train(cfg, a.out, progress=not a.quiet)
+    print(f"trained {cfg.model} ({cfg.setting}) into {run} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from .evaluate import evaluate, table
+
+    res = evaluate(a.run, a.data, a.root, _classes(a.classes), progress=not a.json)
+    if a.json:
+        _print_json(res)
+    else:
+        print(table(res))
+        for k, v in res.get("maps", {}).items():
+            print(f"map {k:>8}: image AUROC {v['image_auroc']:.3f}  pixel AUROC {v['pixel_auroc']:.3f}  "
+                  f"AUPRO {v['aupro']:.3f}")
+        for k, v in res.get("scores", {}).items():
+            print(f"score {k:>10}: image AUROC {v['image_auroc']:.3f}")
+    return 0
+
+
+def cmd_data(a) -> int:
+    from . import data
+
+    if a.action == "build":
+        if a.name != "mini":
+            raise SystemExit("only the embedded set is built; other datasets: see `adkit data download`")
+        from .data import mini
+
+        recipe = mini.MiniRecipe(seed=a.seed, image_size=a.image_size)
+        root = mini.build(data.default_root("mini", a.root), recipe, force=a.force)
+        print(f"mini is ready in {root}", file=sys.stderr)
+        return 0
+    if a.action == "download":
+        from .data import download
+
+        path = download.download(a.name, data.default_root(a.name, a.root), url=a.url, sha256=a.sha256)
+        print(f"{a.name} is in {path}", file=sys.stderr)
+        return 0
+    res = data.check(a.data or "mvtec", a.root, _classes(a.classes))
+    if a.json:
+        _print_json(res)
+    else:
+        for cls, splits in res["counts"].items():
+            for split, defects in splits.items():
+                parts = ", ".join(f"{d} {n}" for d, n in defects.items())
+                print(f"{cls:20s} {split:10s} {parts}")
+        print(f"{len(res['problems'])} problem(s)")
+        for p in res["problems"]:
+            print(f"  - {p}")
+    return 1 if res["problems"] else 0
+
+
+def cmd_bench(a) -> int:
+    from .bench import bench, format_bench
+
+    res = bench(a.model, a.backbone, a.image_size, a.batch_size, steps=a.steps, warmup=a.warmup,
+                pretrained=a.pretrained, options=_options(a.opt))
+    print(json.dumps(res, sort_keys=True) if a.json else format_bench(res))
+    return 0
+
+
+def cmd_probe(a) -> int:
+    from . import probes
+
+    classes = _classes(a.classes)
+    if not classes or len(classes) != 2:
+        raise SystemExit("--classes takes two classes, A,B (mixup blends A with B; cut-paste pastes A onto B)")
+    if a.kind == "mixup":
+        res = probes.mixup_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed)
+    else:
+        res = probes.cutpaste_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed)
+    if a.json:
+        _print_json({k: v for k, v in res.items() if not k.startswith("_")})
+    else:
+        print(probes.format_probe(res))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import demo
+
+    res = demo(a.out, iters_one=a.iters_one, iters_multi=a.iters_multi, image_size=a.image_size,
+               classes=_classes(a.classes), quick=a.quick, snl=not a.no_snl)
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adkit", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="embedded default end to end: mini, RD one-class vs multi-class, report")
+    d.add_argument("--out", default="adkit-demo", help="report folder (default: ./adkit-demo)")
+    d.add_argument("--iters-one", type=int, default=None, help="steps per class, one-class")
+    d.add_argument("--iters-multi", type=int, default=None, help="steps, multi-class")
+    d.add_argument("--image-size", type=int, default=128)
+    d.add_argument("--classes", default=None)
+    d.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check the install")
+    d.add_argument("--no-snl", action="store_true", help="skip RD+SNL")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train one-class or multi-class models into a run folder")
+    _data_args(t)
+    t.add_argument("--setting", default="multi-class", choices=["one-class", "multi-class"])
+    t.add_argument("--model", default="rd")
+    t.add_argument("--backbone", default=backbones.EMBEDDED)
+    t.add_argument("--weights", default=None, help="local teacher weights (safetensors/state dict, timm naming)")
+    t.add_argument("--image-size", type=int, default=128)
+    t.add_argument("--iters", type=int, default=1000, help="steps per model (per class in one-class)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--opt", action="append", help="model option key=value (repeatable), e.g. map_fusion=sum")
+    t.add_argument("--save-every", type=int, default=200)
+    t.add_argument("--out", required=True, help="run folder (resumes if it holds an interrupted run)")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run: per class, per defect, mean")
+    e.add_argument("run")
+    _data_args(e)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("probe", help="cross-class interference probes: mixup, cutpaste")
+    pr.add_argument("kind", choices=["mixup", "cutpaste"])
+    pr.add_argument("run")
+    _data_args(pr)
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_probe)
+
+    b = sub.add_parser("bench", help="training and inference speed, peak memory")
+    b.add_argument("--model", default="rd")
+    b.add_argument("--backbone", default=backbones.EMBEDDED)
+    b.add_argument("--image-size", type=int, default=128)
+    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--steps", type=int, default=10)
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--pretrained", action="store_true", help="load real weights (timing does not need them)")
+    b.add_argument("--opt", action="append")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    da = sub.add_parser("data", help="build, download or check datasets")
+    da.add_argument("action", choices=["build", "check", "download"])
+    da.add_argument("name", nargs="?", default="mini", help="build/download: dataset name")
+    _data_args(da)
+    da.add_argument("--seed", type=int, default=0)
+    da.add_argument("--image-size", type=int, default=128)
+    da.add_argument("--force", action="store_true")
+    da.add_argument("--url", default=None)
+    da.add_argument("--sha256", default=None)
+    da.add_argument("--json", action="store_true")
+    da.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .backbones import BackboneUnavailable
+    from .data import DataError
+
+    try:
+        return args.func(args)
+    except (DataError, BackboneUnavailable, FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
+        print(f"adkit {args.cmd}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,157 @@
+"""Evaluation: per class, per defect type and the mean over classes, for a trained run.
+
+    res = evaluate("runs/rd-multi")          # the run's own data, classes and image size
+    res["mean"]["image_auroc"], res["classes"]["brick"], res["defects"]["scratch"]
+
+Per-defect numbers compare a defect type's images with the normals of the same class, then average over
+the classes that have it. Models may report extra maps (`model.report_maps`, e.g. SNL's local and
+structural maps); each is measured the same way under `res["maps"][name]`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, data, metrics
+from .losses import image_score
+from .train import ALL, device_default, load_run
+
+SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, batch_size: int = 32, progress: bool = False,
+            desc: str = "scoring") -> dict[str, np.ndarray]:
+    """Maps `(N,H,W)` and scores `(N,)` of a model on images `(N,3,H,W)`: "amap"/"score" plus each report map."""
+    device = next(model.student_parameters().__iter__()).device
+    model.eval()
+    keys = ("amap",) + tuple(getattr(model, "report_maps", ()))
+    maps = {k: [] for k in keys}
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
+        out = model.maps(model(images[i:i + batch_size].to(device)))
+        for k in keys:
+            maps[k].append(out[k].float().cpu())
+    res = {}
+    for k in keys:
+        m = torch.cat(maps[k])  # (N,1,H,W)
+        score_key = "score" if k == "amap" else f"score_{k}"
+        res[score_key] = image_score(m, model.config.score, getattr(model.config, "top_frac", 0.01)).numpy()
+        res[k] = m[:, 0].numpy()
+    if hasattr(model, "image_scores"):  # models whose image score is not read off a map (dual student)
+        res.update({k: v for k, v in model.image_scores(images, batch_size).items()})
+    return res
+
+
+def _metrics(scores, labels, amaps, masks, full: bool = True) -> dict:
+    """Summary metrics; `full=False` keeps to image AUROC, pixel AUROC and AUPRO (per-defect rows)."""
+    has_px = masks is not None and amaps is not None and masks.any()
+    if full:
+        out = metrics.summarize(scores, labels, amaps if has_px else None, masks if has_px else None)
+        return {k: out.get(k, math.nan) for k in SUMMARY_KEYS}
+    out = dict.fromkeys(SUMMARY_KEYS, math.nan)
+    out["image_auroc"] = metrics.image_auroc(scores, labels)
+    if has_px:
+        out["pixel_auroc"] = metrics.pixel_auroc(amaps, masks)
+        out["aupro"] = metrics.aupro(amaps, masks)
+    return out
+
+
+def _mean(rows: list[dict]) -> dict:
+    out = {}
+    for k in SUMMARY_KEYS:
+        vals = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
+        out[k] = float(np.mean(vals)) if vals else math.nan
+    return out
+
+
+def score_sets(preds: dict[str, dict], map_key: str = "amap", score_key: str = "score") -> dict:
+    """Metrics from per-class predictions `{cls: {score, amap, label, mask, defect}}`."""
+    per_class, per_defect = {}, {}
+    for cls, p in preds.items():
+        amaps = p.get(map_key)
+        per_class[cls] = _metrics(p[score_key], p["label"], amaps, p["mask"])
+        per_class[cls]["n_good"] = int((p["label"] == 0).sum())
+        per_class[cls]["n_defect"] = int((p["label"] == 1).sum())
+        for d in sorted(set(p["defect"]) - {data.GOOD}):
+            sel = np.array([x in (d, data.GOOD) for x in p["defect"]])
+            row = _metrics(p[score_key][sel], p["label"][sel], None if amaps is None else amaps[sel],
+                           p["mask"][sel], full=False)
+            per_defect.setdefault(d, []).append(row)
+    return {"mean": _mean(list(per_class.values())), "classes": per_class,
+            "defects": {d: _mean(rows) for d, rows in per_defect.items()}}
+
+
+def predict_classes(models_by_name: dict, records: list[data.Record], image_size: int, progress: bool = True,
+                    batch_size: int = 32) -> dict[str, dict]:
+    """Run each class's test images through its model (one-class) or the shared one (multi-class)."""
+    preds = {}
+    classes = sorted({r.cls for r in records})
+    for cls in tqdm(classes, desc="evaluating", disable=not progress):
+        recs = [r for r in records if r.cls == cls]
+        batch = data.load_all(data.ImageDataset(recs, image_size))
+        model = models_by_name.get(cls) or models_by_name.get(ALL)
+        if model is None:
+            raise KeyError(f"no model for class {cls!r}; the run has {sorted(models_by_name)}")
+        p = predict(model, batch["image"], batch_size)
+        p.update(label=batch["label"].numpy(), mask=batch["mask"][:, 0].numpy() > 0.5,
+                 defect=list(batch["defect"]), path=list(batch["path"]))
+        preds[cls] = p
+    return preds
+
+
+def evaluate(run_dir: str | Path, data_name: str | None = None, root: str | None = None,
+             classes: list[str] | None = None, progress: bool = True, save: bool = True,
+             return_preds: bool = False, device: torch.device | None = None):
+    """Evaluate a run on a test set (default: the one it was trained on); writes `eval.json` in the run."""
+    cfg, models_by_name = load_run(run_dir, device or device_default())
+    name = data_name or cfg.data
+    root = root if root is not None else (cfg.root if data_name in (None, cfg.data) else None)
+    classes = classes or (list(cfg.classes) if cfg.classes else None)
+    records = data.load_records(name, root, "test", classes)
+    preds = predict_classes(models_by_name, records, cfg.image_size, progress)
+    res = score_sets(preds)
+    first = next(iter(models_by_name.values()))
+    extra = tuple(getattr(first, "report_maps", ()))
+    if extra:
+        res["maps"] = {k: score_sets(preds, k, f"score_{k}")["mean"] for k in extra}
+    for k in getattr(first, "report_scores", ()):
+        res.setdefault("scores", {})[k] = score_sets(preds, None, k)["mean"]
+    res["settings"] = {"run": Path(run_dir).name, "data": name, "model": cfg.model, "setting": cfg.setting,
+                       "backbone": cfg.backbone, "image_size": cfg.image_size, "iters": cfg.iters, "seed": cfg.seed}
+    if save:
+        checkpoint.write_json(Path(run_dir) / "eval.json", _jsonable(res))
+    return (res, preds) if return_preds else res
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, (np.floating, np.integer)):
+        return _jsonable(obj.item())
+    return obj
+
+
+def table(res: dict, keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
+    """A plain-text table: one row per class, then the mean, then one row per defect type."""
+    def fmt(v):
+        return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.1f}"
+
+    width = max([len(c) for c in list(res["classes"]) + list(res["defects"])] + [8])
+    head = f"{'':{width}}  " + "  ".join(f"{k:>11}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for cls, row in res["classes"].items():
+        lines.append(f"{cls:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
+    lines.append("-" * len(head))
+    lines.append(f"{'mean':{width}}  " + "  ".join(f"{fmt(res['mean'][k]):>11}" for k in keys))
+    if res["defects"]:
+        lines.append("-" * len(head))
+        for d, row in res["defects"].items():
+            lines.append(f"{d:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
+    return "\n".join(lines)
