@@ -127,7 +127,7 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
-        row = {k: float(v) for k, v in losses.items()}
+        row = {k: float(v.detach()) for k, v in losses.items()}
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}")
         if callback is not None:

@@ -121,6 +121,19 @@ def test_rebuild_only_when_recipe_changes(tmp_path):
     assert (root / "recipe.json").stat().st_mtime_ns != before
 
 
+def test_prepare_builds_when_missing_and_after_a_version_bump(tmp_path, monkeypatch):
+    monkeypatch.setattr(mini, "RECIPE", FEW)  # the default recipe, made small
+    records = adkit.data.load_records("mini", root=tmp_path / "mini", split="train")
+    assert len(records) == 2 * FEW.n_train and mini.is_current(tmp_path / "mini", FEW)
+    small = replace(FEW, classes=("cat",), n_train=2)
+    mini.build(tmp_path / "mini", small, progress=False)
+    mini.prepare(tmp_path / "mini")  # another recipe is kept ...
+    assert mini.is_current(tmp_path / "mini", small)
+    monkeypatch.setattr(mini, "RECIPE_VERSION", 2)  # ... until the generator changes
+    mini.prepare(tmp_path / "mini", progress=False)
+    assert mini.read_recipe(tmp_path / "mini")[0] == replace(small, version=2)
+
+
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     def fail(*args):
         raise KeyboardInterrupt

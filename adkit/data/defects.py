@@ -107,7 +107,7 @@ def _bezier(points: np.ndarray, n: int) -> np.ndarray:
 
 
 def _polyline_distance(shape: tuple[int, int], pts: np.ndarray, pad: float) -> tuple[np.ndarray, tuple]:
-    """Distance from every pixel centre near the polyline `pts` (y, x) to the polyline; returns (dist, slices)."""
+    """Distance to the polyline `pts` (y, x) from each pixel centre near it; returns (dist, slices)."""
     H, W = shape
     y0, x0 = np.maximum(np.floor(pts.min(0) - pad), 0).astype(int)
     y1, x1 = np.minimum(np.ceil(pts.max(0) + pad) + 1, [H, W]).astype(int)
@@ -130,7 +130,7 @@ def scratch(
     width: float | None = None,
     length_frac: tuple[float, float] = (0.3, 0.6),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A thin curved line (cubic Bézier, `width` px, default ~2.5% of the side) darker or lighter than the image."""
+    """A thin curved line (cubic Bézier, `width` px, default ~2.5% of the side), darker or lighter."""
     img = _check_rgb(img)
     H, W = img.shape[:2]
     side = min(H, W)

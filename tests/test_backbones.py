@@ -1,0 +1,92 @@
+"""Teachers: real embedded weights, feature shapes from feature_info, fast and clear failure offline."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import skimage.data
+import timm
+import torch
+from PIL import Image
+
+from adkit import backbones
+
+
+def _classify(model, img: np.ndarray) -> list[int]:
+    x = torch.from_numpy(np.array(Image.fromarray(img).resize((224, 224)))).permute(2, 0, 1).float()[None] / 255
+    x = (x - torch.tensor(backbones.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(backbones.IMAGENET_STD).view(
+        1, 3, 1, 1)
+    with torch.no_grad():
+        return model(x).topk(5).indices[0].tolist()
+
+
+def test_embedded_weights_are_real_imagenet_weights():
+    model = backbones.embedded_classifier()
+    top_cat = _classify(model, skimage.data.chelsea())
+    top_coffee = _classify(model, skimage.data.coffee())
+    assert 281 <= top_cat[0] <= 285  # a cat class (tabby .. Egyptian cat)
+    assert top_coffee[0] == 967  # espresso
+    rand = timm.create_model(backbones.EMBEDDED, pretrained=False).eval()
+    assert not (281 <= _classify(rand, skimage.data.chelsea())[0] <= 285 and
+                _classify(rand, skimage.data.coffee())[0] == 967)
+
+
+def test_teacher_stages_strides_and_frozen(teacher):
+    assert teacher.strides == [4, 8, 16]
+    assert teacher.channels == list(teacher.model.feature_info.channels())
+    x = torch.rand(2, 3, 64, 64)
+    feats = teacher(x)
+    assert [tuple(f.shape) for f in feats] == [(2, c, 64 // s, 64 // s) for c, s in zip(teacher.channels,
+                                                                                       teacher.strides)]
+    assert all(not p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.training  # stays frozen, BN included
+
+
+def test_teacher_applies_imagenet_normalisation_inside(teacher):
+    x = torch.rand(1, 3, 64, 64)
+    direct = teacher.model((x - teacher.mean) / teacher.std)
+    assert torch.allclose(teacher(x)[0], direct[0])
+
+
+def test_hub_backbone_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(backbones, "_cached_hub_file", lambda name: None)
+    t0 = time.perf_counter()
+    with pytest.raises(backbones.BackboneUnavailable) as err:
+        backbones.create("resnet18")
+    assert time.perf_counter() - t0 < 20
+    assert "efficientnet_lite0" in str(err.value) and "--weights" in str(err.value)
+
+
+def test_unreachable_hub_detected_quickly(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbones, "HUB_HOST", ("127.0.0.1", 9))  # discard port: closed here
+    t0 = time.perf_counter()
+    assert backbones.hub_reachable(timeout=2.0) is False
+    assert time.perf_counter() - t0 < 5
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    from safetensors.torch import save_file
+
+    src = timm.create_model("resnet18", pretrained=False)
+    sd = {k: v.contiguous() for k, v in src.state_dict().items()}
+    save_file(sd, str(tmp_path / "r18.safetensors"))
+    torch.save(sd, tmp_path / "r18.pth")
+    for path in (tmp_path / "r18.safetensors", tmp_path / "r18.pth"):
+        t = backbones.create("resnet18", weights=path)
+        assert torch.equal(t.model.state_dict()["conv1.weight"], sd["conv1.weight"])
+        assert t.channels == [64, 128, 256] and t.strides == [4, 8, 16]
+
+
+def test_local_weights_of_another_model_fail_clearly(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"foo": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(backbones.BackboneUnavailable, match="missing"):
+        backbones.create("resnet18", weights=tmp_path / "bad.safetensors")
+    with pytest.raises(backbones.BackboneUnavailable, match="not found"):
+        backbones.create("resnet18", weights=tmp_path / "nope.safetensors")

@@ -1,0 +1,109 @@
+"""Training, checkpoints and evaluation on a tiny MVTec-layout fixture."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adkit import checkpoint
+from adkit.evaluate import evaluate
+from adkit.train import TrainConfig, load_run, train
+
+
+def _cfg(root, **kw):
+    base = dict(data="mvtec", root=str(root), setting="multi-class", model="rd", image_size=32, iters=6,
+                batch_size=4, save_every=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_multi_class_run_trains_evaluates_and_reloads(tmp_path, mvtec_root):
+    run = train(_cfg(mvtec_root), tmp_path / "run", progress=False)
+    files = sorted(p.name for p in (run / "models").iterdir())
+    assert files == ["all.json", "all.safetensors"]
+    info = json.loads((run / "models" / "all.json").read_text())
+    assert info["done"] and info["step"] == 6 and len(info["history"]) == 6
+    res = evaluate(run, progress=False)
+    assert set(res["classes"]) == {"bottle", "cable"}
+    assert set(res["defects"]) == {"crack", "scratch"}
+    for k in ("image_auroc", "pixel_auroc", "aupro"):
+        assert 0.0 <= res["mean"][k] <= 1.0
+    assert (run / "eval.json").is_file()
+    cfg, models_by_name = load_run(run)
+    assert cfg.iters == 6 and list(models_by_name) == ["all"]
+
+
+def test_one_class_run_has_a_model_per_class(tmp_path, mvtec_root):
+    run = train(_cfg(mvtec_root, setting="one-class", iters=3), tmp_path / "run", progress=False)
+    assert sorted(p.stem for p in (run / "models").glob("*.safetensors")) == ["bottle", "cable"]
+    res = evaluate(run, progress=False)
+    assert res["classes"]["bottle"]["n_defect"] == 3 and res["classes"]["bottle"]["n_good"] == 2
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, mvtec_root, monkeypatch):
+    cfg = _cfg(mvtec_root, iters=6, save_every=3)
+    straight = train(cfg, tmp_path / "a", progress=False)
+
+    import adkit.train as T
+
+    real_fit = T.fit
+
+    def interrupted(*args, **kwargs):
+        def stop(step, row):
+            if step == 4:  # after the checkpoint at step 3
+                raise KeyboardInterrupt
+
+        kwargs["callback"] = stop
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(T, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", progress=False)
+    partial = json.loads((tmp_path / "b" / "models" / "all.json").read_text())
+    assert partial["step"] == 3 and not partial["done"]
+    monkeypatch.setattr(T, "fit", real_fit)
+    train(cfg, tmp_path / "b", progress=False)
+    a, _, _ = checkpoint.load(straight / "models" / "all")
+    b, info, _ = checkpoint.load(tmp_path / "b" / "models" / "all")
+    assert info["done"] and len(info["history"]) == 6
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+
+
+def test_unfinished_run_cannot_be_evaluated_and_other_settings_are_refused(tmp_path, mvtec_root, monkeypatch):
+    cfg = _cfg(mvtec_root)
+    import adkit.train as T
+
+    real_fit = T.fit
+
+    def stop_early(*args, **kwargs):
+        kwargs["callback"] = lambda step, row: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3 else None
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(T, "fit", stop_early)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "r", progress=False)
+    with pytest.raises(RuntimeError, match="resume"):
+        load_run(tmp_path / "r")
+    with pytest.raises(ValueError, match="other settings"):
+        train(_cfg(mvtec_root, iters=7), tmp_path / "r", progress=False)
+
+
+def test_checkpoint_is_safetensors_plus_json_and_round_trips(tmp_path, teacher):
+    from adkit import models
+
+    model = models.create("rd", teacher=teacher)
+    opt = model.configure_optimizer()
+    loss = model.loss(model(torch.rand(2, 3, 32, 32)))["loss"]
+    loss.backward()
+    opt.step()
+    checkpoint.save(tmp_path / "m", model.student_state_dict(), {"model": "rd"}, opt)
+    assert (tmp_path / "m.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
+    state, settings, opt_state = checkpoint.load(tmp_path / "m")
+    assert settings == {"model": "rd"}
+    assert all(torch.equal(state[k], v) for k, v in model.student_state_dict().items())
+    opt2 = models.create("rd", teacher=teacher).configure_optimizer()
+    opt2.load_state_dict(opt_state)
+    assert opt2.state_dict()["param_groups"][0]["lr"] == opt.state_dict()["param_groups"][0]["lr"]
