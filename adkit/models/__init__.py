@@ -16,11 +16,14 @@ from ..backbones import Teacher
 from .base import ADModel
 from .fd import FDConfig, ForwardDistillation
 from .rd import RDConfig, ReverseDistillation
+from .snl import FDSNL, RDSNL, FDSNLConfig, RDSNLConfig
 
 # name -> (model class, config class)
 MODELS: dict[str, tuple[type[ADModel], type]] = {
     "rd": (ReverseDistillation, RDConfig),
     "fd": (ForwardDistillation, FDConfig),
+    "rd+snl": (RDSNL, RDSNLConfig),
+    "fd+snl": (FDSNL, FDSNLConfig),
 }
 
 
@@ -46,4 +49,4 @@ def create(name: str, backbone: str = backbones.EMBEDDED, teacher: Teacher | Non
 
 
 __all__ = ["MODELS", "ADModel", "create", "make_config", "RDConfig", "FDConfig", "ReverseDistillation",
-           "ForwardDistillation"]
+           "ForwardDistillation", "RDSNL", "RDSNLConfig", "FDSNL", "FDSNLConfig"]

@@ -1,0 +1,139 @@
+"""`adkit demo`: the embedded default end to end.
+
+Builds mini, trains RD (and RD+SNL when available) one-class and multi-class on the same classes,
+evaluates them, runs the mixup probe, prints a comparison table and writes a small report:
+`metrics.json`, `table.md`, and heat-map PNGs of the best and worst cases.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, data, models
+from .evaluate import _jsonable, evaluate
+from .train import TrainConfig, train
+
+# 4 textures + 4 objects: the demo's share of mini, chosen for a ≤ 10 minute run on 2 CPU cores
+DEMO_CLASSES = ("brick", "grass", "gravel", "tissue", "cat", "coffee", "cameraman", "rocket")
+DEMO_ITERS_ONE = 100  # per class
+DEMO_ITERS_MULTI = 800  # = classes × per-class steps: the same compute as the one-class models together
+
+
+def _fmt(v) -> str:
+    return "  n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
+
+
+def comparison_table(results: dict[str, dict], keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
+    """Markdown: per class image AUROC for every run, then the means and the per-defect image AUROC."""
+    runs = list(results)
+    classes = list(next(iter(results.values()))["classes"])
+    head = "| class | " + " | ".join(runs) + " |"
+    sep = "|---|" + "---:|" * len(runs)
+    lines = ["Image AUROC (%) per class", "", head, sep]
+    for c in classes:
+        lines.append(f"| {c} | " + " | ".join(_fmt(results[r]["classes"][c]["image_auroc"]) for r in runs) + " |")
+    lines += ["", "Mean over classes (%)", "", "| metric | " + " | ".join(runs) + " |", sep]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(_fmt(results[r]["mean"][k]) for r in runs) + " |")
+    defects = list(next(iter(results.values()))["defects"])
+    if defects:
+        lines += ["", "Image AUROC (%) per defect type", "", "| defect | " + " | ".join(runs) + " |", sep]
+        for d in defects:
+            lines.append(f"| {d} | " + " | ".join(_fmt(results[r]["defects"][d]["image_auroc"]) for r in runs)
+                         + " |")
+    extra = {r: res["maps"] for r, res in results.items() if "maps" in res}
+    if extra:
+        lines += ["", "SNL maps alone, mean image AUROC / pixel AUROC (%)", ""]
+        for r, maps in extra.items():
+            lines.append(f"- {r}: " + ", ".join(f"{k} {_fmt(v['image_auroc'])} / {_fmt(v['pixel_auroc'])}"
+                                                 for k, v in maps.items()))
+    return "\n".join(lines)
+
+
+def _save_cases(run_dir: Path, out_dir: Path, tag: str) -> list[str]:
+    from . import viz
+
+    res, preds = evaluate(run_dir, progress=False, save=False, return_preds=True)
+    images = {}
+    for cls, p in preds.items():
+        images[cls] = np.stack([data.core.read_image(path) for path in p["path"]])
+    size = next(iter(preds.values()))["amap"].shape[-1]
+    images = {c: np.stack([data.core.resize_image(im, size) for im in v]) for c, v in images.items()}
+    picked = viz.cases(preds, images, n=4)
+    written = []
+    for kind, items in picked.items():
+        fig = viz.gallery(items, ncols=4, title=f"{tag}: {kind} cases (white: ground truth)")
+        written.append(str(viz.save_figure(fig, out_dir / f"heatmaps_{tag}_{kind}.png").name))
+    return written
+
+
+def demo(out: str | Path = "adkit-demo", iters_one: int | None = None, iters_multi: int | None = None,
+         image_size: int = 128, classes: list[str] | None = None, quick: bool = False, snl: bool = True,
+         seed: int = 0) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    classes = list(classes or DEMO_CLASSES)
+    if quick:
+        classes, iters_one, iters_multi, image_size = classes[:2], 4, 8, 64
+    iters_one = iters_one or DEMO_ITERS_ONE
+    iters_multi = iters_multi or DEMO_ITERS_MULTI
+    root = data.default_root("mini")
+    print(f"[1/4] embedded dataset mini in {root}", file=sys.stderr)
+    data.format_module("mini").prepare(root)
+    methods = ["rd"] + (["rd+snl"] if snl and "rd+snl" in models.MODELS else [])
+    results, timings = {}, {}
+    print(f"[2/4] training {', '.join(methods)} one-class ({iters_one} steps × {len(classes)} classes) and "
+          f"multi-class ({iters_multi} steps) at {image_size} px", file=sys.stderr)
+    for method in methods:
+        for setting, iters in (("one-class", iters_one), ("multi-class", iters_multi)):
+            tag = f"{method} {setting}"
+            cfg = TrainConfig(data="mini", classes=tuple(classes), setting=setting, model=method,
+                              image_size=image_size, iters=iters, seed=seed)
+            run_dir = out / "runs" / f"{method.replace('+', '_')}-{setting}"
+            t0 = time.perf_counter()
+            train(cfg, run_dir)
+            timings[tag] = round(time.perf_counter() - t0, 1)
+            results[tag] = evaluate(run_dir, progress=False)
+    print("[3/4] mixup probe", file=sys.stderr)
+    probe = {}
+    try:
+        from . import probes
+
+        a, b = classes[0], classes[min(4, len(classes) - 1)]
+        for tag in results:
+            run_dir = out / "runs" / tag.replace("+", "_").replace(" ", "-")
+            r = probes.mixup_run(run_dir, a, b, n=8 if quick else 20)
+            probe[tag] = {"classes": [a, b], "lambda": r["lambda"], "auroc": r["auroc"]}
+    except ImportError:
+        probe = {"skipped": "adkit.probes not available"}
+    print("[4/4] report", file=sys.stderr)
+    figures = []
+    for tag in ("rd one-class", "rd multi-class"):
+        figures += _save_cases(out / "runs" / tag.replace(" ", "-"), out, tag.replace(" ", "_"))
+    table = comparison_table(results)
+    if probe and "skipped" not in probe:
+        table += "\n\nMixup probe: blend-vs-normal image AUROC (%) per λ\n\n"
+        lams = next(iter(probe.values()))["lambda"]
+        table += "| run | " + " | ".join(f"λ={x:.2f}" for x in lams) + " |\n|---|" + "---:|" * len(lams) + "\n"
+        for tag, r in probe.items():
+            table += f"| {tag} | " + " | ".join(_fmt(v) for v in r["auroc"]) + " |\n"
+    summary = {"classes": classes, "image_size": image_size, "iters_one": iters_one, "iters_multi": iters_multi,
+               "results": {k: {"mean": v["mean"], "classes": v["classes"], "defects": v["defects"],
+                               **({"maps": v["maps"]} if "maps" in v else {})} for k, v in results.items()},
+               "mixup": probe, "train_seconds": timings, "figures": figures,
+               "total_seconds": round(time.perf_counter() - t_start, 1)}
+    checkpoint.write_json(out / "metrics.json", _jsonable(summary))
+    checkpoint.atomic_write_text(out / "table.md", table + "\n")
+    print(table)
+    print(f"\nreport written to {out}/ (metrics.json, table.md, {', '.join(figures)}) in "
+          f"{summary['total_seconds']:.0f} s", file=sys.stderr)
+    return summary
