@@ -139,7 +139,7 @@ def cmd_demo(a) -> int:
     from .demo import demo
 
     res = demo(a.out, iters_one=a.iters_one, iters_multi=a.iters_multi, image_size=a.image_size,
-               classes=_classes(a.classes), quick=a.quick, snl=not a.no_snl)
+               classes=_classes(a.classes), quick=a.quick, snl=not a.no_snl, echo=not a.json)
     if a.json:
         _print_json(res)
     return 0

@@ -74,7 +74,7 @@ def _save_cases(run_dir: Path, out_dir: Path, tag: str) -> list[str]:
 
 def demo(out: str | Path = "adkit-demo", iters_one: int | None = None, iters_multi: int | None = None,
          image_size: int = 128, classes: list[str] | None = None, quick: bool = False, snl: bool = True,
-         seed: int = 0) -> dict:
+         seed: int = 0, echo: bool = True) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +133,7 @@ def demo(out: str | Path = "adkit-demo", iters_one: int | None = None, iters_mul
                "total_seconds": round(time.perf_counter() - t_start, 1)}
     checkpoint.write_json(out / "metrics.json", _jsonable(summary))
     checkpoint.atomic_write_text(out / "table.md", table + "\n")
-    print(table)
+    print(table, file=sys.stdout if echo else sys.stderr)
     print(f"\nreport written to {out}/ (metrics.json, table.md, {', '.join(figures)}) in "
           f"{summary['total_seconds']:.0f} s", file=sys.stderr)
     return summary

@@ -1,0 +1,78 @@
+"""The `adkit` command on tiny data: every subcommand runs, `--json` prints one parseable object."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from adkit.cli import main
+
+
+def _json(capsys) -> dict:
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out
+    return json.loads(out[0])
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("adkit")
+    cmd = [exe] if exe else [sys.executable, "-m", "adkit.cli"]
+    r = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "demo" in r.stdout and "bench" in r.stdout
+
+
+def test_data_check_lists_every_problem_and_fails(mvtec_root, capsys):
+    assert main(["data", "check", "--data", "mvtec", "--root", str(mvtec_root), "--json"]) == 0
+    ok = _json(capsys)
+    assert ok["problems"] == [] and ok["counts"]["bottle"]["test"] == {"crack": 2, "good": 2, "scratch": 1}
+    (mvtec_root / "bottle" / "ground_truth" / "crack" / "000_mask.png").unlink()
+    (mvtec_root / "cable" / "train" / "good" / "001.png").write_bytes(b"not a png")
+    assert main(["data", "check", "--data", "mvtec", "--root", str(mvtec_root), "--json"]) == 1
+    probs = _json(capsys)["problems"]
+    assert any("000_mask.png" in p for p in probs) and any("001.png" in p for p in probs)
+
+
+def test_train_eval_probe_on_a_tiny_dataset(tmp_path, mvtec_root, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", "mvtec", "--root", str(mvtec_root), "--setting", "one-class", "--model", "fd",
+            "--image-size", "32", "--iters", "3", "--batch-size", "2", "--out", str(run), "--quiet",
+            "--opt", "map_fusion=sum"]
+    assert main(args) == 0
+    assert main(["eval", str(run), "--json"]) == 0
+    res = _json(capsys)
+    assert set(res) >= {"mean", "classes", "defects"}
+    assert set(res["mean"]) >= {"image_auroc", "pixel_auroc", "aupro"}
+    assert main(["probe", "mixup", str(run), "--classes", "bottle,cable", "--json"]) == 0
+    mix = _json(capsys)
+    assert len(mix["lambda"]) == len(mix["auroc"]) == 5
+    assert main(["probe", "cutpaste", str(run), "--classes", "bottle,cable", "--json"]) == 0
+    cp = _json(capsys)
+    assert {"image_auroc", "pixel_auroc", "aupro"} <= set(cp)
+
+
+def test_bad_input_gives_a_clear_error_not_a_traceback(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["data", "check", "--data", "mvtec", "--root", str(tmp_path / "nothing"), "--json"]) == 1
+    assert "data root not found" in _json(capsys)["problems"][0]
+
+
+def test_bench_json(capsys):
+    assert main(["bench", "--model", "rd", "--image-size", "32", "--batch-size", "2", "--steps", "1",
+                 "--warmup", "1", "--json"]) == 0
+    res = _json(capsys)
+    assert res["train_img_per_s"] > 0 and res["infer_img_per_s"] > 0 and res["peak_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ADKIT_DATA", str(tmp_path / "data"))
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--json"]) == 0
+    res = _json(capsys)
+    assert "rd one-class" in res["results"] and "rd multi-class" in res["results"]
+    assert (tmp_path / "demo" / "metrics.json").is_file() and (tmp_path / "demo" / "table.md").is_file()
+    assert len(list((tmp_path / "demo").glob("heatmaps_*.png"))) == 4
