@@ -220,3 +220,22 @@ def history(run_dir: str | Path) -> dict[str, list[dict]]:
     """Loss history per model of a run."""
     run = Path(run_dir)
     return {p.stem: json.loads(p.read_text()).get("history", []) for p in sorted((run / "models").glob("*.json"))}
+
+
+def run_key(cfg: TrainConfig) -> str:
+    """A short hash of every setting of a run (and the adkit version): the cache key of `cached_run`."""
+    import hashlib
+
+    blob = json.dumps({"train": cfg.to_dict(), "adkit": _version()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def cached_run(cfg: TrainConfig, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Train `cfg` once and reuse it: the run lives in `<cache>/<model>-<setting>-<key>`, key = hash of all settings.
+
+    A cached run is exactly what `train(cfg, ...)` writes (same code, same seed), so notebooks can share
+    trained models; an interrupted one is resumed. Default cache: `$ADKIT_DATA/runs`.
+    """
+    cache = Path(cache_dir) if cache_dir else data.data_root() / "runs"
+    run = cache / f"{cfg.model.replace('+', '_')}-{cfg.setting}-{run_key(cfg)}"
+    return train(cfg, run, progress=progress)
