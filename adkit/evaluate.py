@@ -43,7 +43,9 @@ def predict(model, images: torch.Tensor, batch_size: int = 32, progress: bool = 
         res[score_key] = image_score(m, model.config.score, getattr(model.config, "top_frac", 0.01)).numpy()
         res[k] = m[:, 0].numpy()
     if hasattr(model, "image_scores"):  # models whose image score is not read off a map (dual student)
-        res.update({k: v for k, v in model.image_scores(images, batch_size).items()})
+        res.update({k: np.asarray(v) for k, v in model.image_scores(images, batch_size).items()})
+    if getattr(model, "main_score", None):  # the model's main image score is one of those (dual: Noisy-OR)
+        res["score"] = res[model.main_score]
     return res
 
 

@@ -172,3 +172,43 @@ def inter_affinity_loss(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     diff = g_t @ g_t.T - g_s @ g_s.T  # (B,B)
     off = ~torch.eye(b, dtype=torch.bool, device=t.device)
     return diff[off].pow(2).mean()
+
+
+# -- dual student (METHODS §5; our reconstruction) -----------------------------------------------------
+LINKS = ("exp", "logistic")
+
+
+def flat_cosine_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Per image, `1 − cos(vec T, vec S)` of the whole map (or descriptor) flattened: `(B,)`."""
+    return 1 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1, eps=EPS)
+
+
+def link_probability(s: torch.Tensor, tau: torch.Tensor | float, link: str = "exp",
+                     scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Score `s ≥ 0` to a probability, monotone: exp `1 − exp(−s/τ)`; logistic `σ((s − τ ln 2)/scale)`.
+
+    Both put `s = τ ln 2` at p = 0.5; only the exp link has p(0) = 0.
+    """
+    if link == "exp":
+        return -torch.expm1(-s / tau)
+    if link == "logistic":
+        return torch.sigmoid((s - tau * math.log(2)) / scale)
+    raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+
+
+def neg_log_normal(s: torch.Tensor, tau: torch.Tensor | float, link: str = "exp",
+                   scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """`−log(1 − p)` of `link_probability`, computed stably: exp `s/τ`; logistic `softplus((s − τ ln 2)/scale)`."""
+    if link == "exp":
+        return s / tau
+    if link == "logistic":
+        return F.softplus((s - tau * math.log(2)) / scale)
+    raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+
+
+def noisy_or(*ps: torch.Tensor) -> torch.Tensor:
+    """`P = 1 − Π_b (1 − p_b)`: the probability that at least one branch fires, branches independent."""
+    q = torch.ones_like(ps[0])
+    for p in ps:
+        q = q * (1 - p)
+    return 1 - q

@@ -90,3 +90,38 @@ def test_local_weights_of_another_model_fail_clearly(tmp_path):
         backbones.create("resnet18", weights=tmp_path / "bad.safetensors")
     with pytest.raises(backbones.BackboneUnavailable, match="not found"):
         backbones.create("resnet18", weights=tmp_path / "nope.safetensors")
+
+
+def test_vit_teacher_gives_patch_maps_from_intermediate_blocks():
+    t = backbones.create("vit_small_patch14_dinov2", pretrained=False)
+    feats = t(torch.rand(1, 3, 56, 56))
+    assert t.kind == "vit" and t.strides == [14] * 4
+    assert [tuple(f.shape) for f in feats] == [(1, 384, 4, 4)] * 4  # class/register tokens dropped
+
+
+def test_cli_train_with_hub_backbone_offline_fails_fast_and_clearly(tmp_path, mvtec_root):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "adkit.cli", "train", "--data", "mvtec", "--root", str(mvtec_root),
+                        "--backbone", "wide_resnet50_2", "--iters", "1", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode != 0
+    assert time.perf_counter() - t0 < 20
+    assert "efficientnet_lite0" in r.stderr and "--weights" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_train_with_local_weights_file(tmp_path, mvtec_root):
+    from safetensors.torch import save_file
+
+    from adkit.cli import main
+
+    sd = {k: v.contiguous() for k, v in timm.create_model("resnet18", pretrained=False).state_dict().items()}
+    save_file(sd, str(tmp_path / "r18.safetensors"))
+    assert main(["train", "--data", "mvtec", "--root", str(mvtec_root), "--backbone", "resnet18", "--weights",
+                 str(tmp_path / "r18.safetensors"), "--image-size", "32", "--iters", "2", "--batch-size", "2",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 0

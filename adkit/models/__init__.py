@@ -14,6 +14,7 @@ import os
 from .. import backbones
 from ..backbones import Teacher
 from .base import ADModel
+from .dual import DualConfig, DualStudent
 from .fd import FDConfig, ForwardDistillation
 from .rd import RDConfig, ReverseDistillation
 from .snl import FDSNL, RDSNL, FDSNLConfig, RDSNLConfig
@@ -24,6 +25,7 @@ MODELS: dict[str, tuple[type[ADModel], type]] = {
     "fd": (ForwardDistillation, FDConfig),
     "rd+snl": (RDSNL, RDSNLConfig),
     "fd+snl": (FDSNL, FDSNLConfig),
+    "dual": (DualStudent, DualConfig),
 }
 
 
@@ -49,4 +51,5 @@ def create(name: str, backbone: str = backbones.EMBEDDED, teacher: Teacher | Non
 
 
 __all__ = ["MODELS", "ADModel", "create", "make_config", "RDConfig", "FDConfig", "ReverseDistillation",
-           "ForwardDistillation", "RDSNL", "RDSNLConfig", "FDSNL", "FDSNLConfig"]
+           "ForwardDistillation", "RDSNL", "RDSNLConfig", "FDSNL", "FDSNLConfig", "DualStudent",
+           "DualConfig"]

@@ -1,0 +1,268 @@
+"""Generalist dual-student anomaly detection (Park, Seo & Kim, arXiv 2509.24448).
+
+**Our reconstruction, not the paper's recipe.** The paper publishes no code and its method section was not
+available to us; this file is built around what the abstract and figure captions state (METHODS.md §5),
+and every choice we had to make is a named option of `DualConfig`.
+
+Idea: one frozen teacher, two students. An encoder–decoder (E–D) student, Dinomaly-like, reconstructs
+the teacher's feature maps from a noisy bottleneck and catches small local defects (the local map and its
+top-1% score). An encoder–encoder (E–E) student, the teacher's architecture trained from scratch on the
+image, reproduces the teacher's global descriptor and catches semantic anomalies (`s_E = 1 − cos`). Each
+score becomes a probability by a monotone link calibrated on training normals, and the two are fused by
+Noisy-OR, `P = 1 − (1 − p_D)(1 − p_E)`.
+
+An honest note on the fusion: with the default link `p = 1 − exp(−s/τ)`,
+`P = 1 − exp(−(s_D/τ_D + s_E/τ_E))`, so the Noisy-OR *ranks* images exactly as the sum of the two
+scores, each divided by its training scale τ; and the training objective on normals,
+`−log(1 − p_D) − log(1 − p_E) = s_D/τ + s_E/τ`, is a weighted sum of the two branch distances. The
+logistic link (`link="logistic"`) is the option under which Noisy-OR and sum differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import Teacher
+from ..losses import (
+    LINKS,
+    cosine_map,
+    flat_cosine_distance,
+    fuse_maps,
+    gaussian_blur,
+    image_score,
+    link_probability,
+    neg_log_normal,
+    noisy_or,
+)
+from .base import ADModel
+
+FUSIONS = ("noisy_or", "sum", "local", "semantic")
+BRANCHES = ("local", "semantic")
+SCALE_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class DualConfig:
+    """All defaults are our choices (no published recipe); Dinomaly's where one is named."""
+
+    # E–D student (Dinomaly-like)
+    split: int | None = None  # groups = teacher maps [0, split) and [split, n); None: CNN 2, ViT n // 2
+    group_merge: str | None = None  # within a group: "concat" channels or "mean"; None: CNN concat, ViT mean
+    group_stage: int = 1  # CNN: every group resized to this stage's grid (stride 8)
+    bottleneck_ratio: float = 2.0  # hidden width of the bottleneck MLP, × its input channels
+    dropout: float = 0.2  # noisy bottleneck: dropout on the MLP's input and hidden layer (Dinomaly: 0.2)
+    decoder_depth: int = 4  # residual conv blocks, shared out evenly among the groups
+    # E–E student
+    ee_arch: str | None = None  # None: the teacher's architecture (random init); or a timm name, e.g. resnet18
+    # probabilities, objective and fusion
+    link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
+    tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of training-normal scores maps to p = 0.5
+    tau_train: float = 1.0  # τ of the joint objective during training (fixed; calibration comes after)
+    w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
+    w_semantic: float = 1.0  # weight of −log(1 − p_E)
+    fusion: str = "noisy_or"  # the main image score: noisy_or, sum (z-scored), local or semantic
+    blur_sigma: float = 4.0  # Gaussian σ of the local map
+    score: str = "topk"  # local score = mean of the map's top `top_frac` pixels (Dinomaly: top 1%)
+    top_frac: float = 0.01
+    lr: float = 1e-3  # AdamW for both students
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+def resize(f: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Average-pool down or upsample bilinearly to `size`."""
+    if tuple(f.shape[-2:]) == tuple(size):
+        return f
+    if f.shape[-2] >= size[0] and f.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(f, size)
+    return F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+
+
+def group_maps(feats: list[torch.Tensor], split: int, merge: str, size: tuple[int, int]) -> list[torch.Tensor]:
+    """Teacher maps into two groups, `feats[:split]` and `feats[split:]`, each merged on the grid `size`."""
+    groups = []
+    for part in (feats[:split], feats[split:]):
+        part = [resize(f, size) for f in part]
+        groups.append(torch.cat(part, 1) if merge == "concat" else torch.stack(part).mean(0))
+    return groups  # [(B,C_A,h,w), (B,C_B,h,w)]
+
+
+# -- E–D student ----------------------------------------------------------------------------------------
+class NoisyBottleneck(nn.Module):
+    """1×1-conv MLP with dropout on its input and hidden layer; the noise acts in training only."""
+
+    def __init__(self, c_in: int, c_hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Conv2d(c_in, c_hidden, 1), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Conv2d(c_hidden, c_in, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ConvBlock(nn.Module):
+    """Pre-norm residual block: `x + W₂ GELU(W₁ ∗ GN(x))`, W₁ a 3×3 conv, W₂ a 1×1 conv."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.GroupNorm(1, c), nn.Conv2d(c, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class GroupDecoder(nn.Module):
+    """Residual conv blocks; group g's output is a 1×1 projection of the mean of its share of the blocks
+    (Dinomaly averages its decoder layers per group the same way)."""
+
+    def __init__(self, c: int, out_channels: list[int], depth: int):
+        super().__init__()
+        if depth < len(out_channels):
+            raise ValueError(f"decoder_depth {depth} < {len(out_channels)} groups")
+        self.blocks = nn.ModuleList(ConvBlock(c) for _ in range(depth))
+        bounds = [round(i * depth / len(out_channels)) for i in range(len(out_channels) + 1)]
+        self.chunks = list(zip(bounds[:-1], bounds[1:]))
+        self.heads = nn.ModuleList(nn.Conv2d(c, c_g, 1) for c_g in out_channels)
+
+    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for block in self.blocks:
+            z = block(z)
+            outs.append(z)
+        return [head(torch.stack(outs[a:b]).mean(0)) for head, (a, b) in zip(self.heads, self.chunks)]
+
+
+# -- the model ------------------------------------------------------------------------------------------
+class DualStudent(ADModel):
+    """E–D student for local defects, E–E student for semantic anomalies, fused by Noisy-OR."""
+
+    name = "dual"
+    report_scores = ("score_local", "score_semantic", "score_sum", "score_noisy_or")
+
+    def __init__(self, teacher: Teacher, config: DualConfig = DualConfig()):
+        super().__init__(teacher, config)
+        c = config
+        if c.link not in LINKS or c.fusion not in FUSIONS:
+            raise ValueError(f"link must be one of {LINKS} and fusion one of {FUSIONS}")
+        n = len(teacher.channels)
+        self.split = c.split if c.split is not None else (2 if teacher.kind == "cnn" else n // 2)
+        self.merge = c.group_merge or ("concat" if teacher.kind == "cnn" else "mean")
+        if not 0 < self.split < n:
+            raise ValueError(f"split {self.split} must leave both groups non-empty ({n} teacher maps)")
+        parts = (teacher.channels[:self.split], teacher.channels[self.split:])
+        if self.merge == "mean" and any(len(set(p)) > 1 for p in parts):
+            raise ValueError("group_merge='mean' needs equal channels within a group; use 'concat'")
+        group_channels = [sum(p) if self.merge == "concat" else p[0] for p in parts]
+        width = sum(group_channels)
+        self.bottleneck = NoisyBottleneck(width, int(width * c.bottleneck_ratio), c.dropout)
+        self.decoder = GroupDecoder(width, group_channels, c.decoder_depth)
+        # E–E student: a random-init encoder on the image, a linear head to the teacher's descriptor
+        arch = c.ee_arch or teacher.name
+        kwargs = {"dynamic_img_size": True} if arch.startswith("vit") else {}
+        self.encoder = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
+        self.head = nn.Linear(self.encoder.num_features, teacher.channels[-1])
+        # link parameters and z-score statistics per branch, set by `calibrate` on training normals
+        for b in BRANCHES:
+            self.register_buffer(f"tau_{b}", torch.tensor(1.0))
+            self.register_buffer(f"mean_{b}", torch.tensor(0.0))
+            self.register_buffer(f"std_{b}", torch.tensor(1.0))
+
+    @property
+    def main_score(self) -> str:
+        return f"score_{self.config.fusion}"
+
+    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
+        """`t_feats`/`s_feats` are the two group maps; `g_t`/`g_s` the global descriptors `(B,C)`."""
+        raw = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
+        grid = tuple(raw[self.config.group_stage if self.teacher.kind == "cnn" else 0].shape[-2:])
+        t_groups = group_maps(raw, self.split, self.merge, grid)
+        s_groups = self.decoder(self.bottleneck(torch.cat(t_groups, 1)))
+        # g_T: the teacher's last map, global-average-pooled (CNN stage 3; ViT last block's patch tokens)
+        g_t = raw[-1].mean((2, 3))  # (B,C)
+        g_s = self.head(self.encoder((x - self.teacher.mean) / self.teacher.std))  # (B,C)
+        return {"t_feats": t_groups, "s_feats": s_groups, "g_t": g_t, "g_s": g_s, "size": tuple(x.shape[-2:])}
+
+    def loss(self, out: dict) -> dict[str, torch.Tensor]:
+        c = self.config
+        # s_D = ½ Σ_g [1 − cos(vec T_g, vec S_g)], per image
+        s_d = torch.stack([flat_cosine_distance(t, s) for t, s in zip(out["t_feats"], out["s_feats"])]).mean(0)
+        # s_E = 1 − cos(g_T, g_S)
+        s_e = flat_cosine_distance(out["g_t"], out["g_s"])
+        # L = −w_D log(1 − p_D) − w_E log(1 − p_E) on normals, τ = τ_train (= w_D s_D/τ + w_E s_E/τ, exp link)
+        tau = c.tau_train
+        joint = (c.w_local * neg_log_normal(s_d, tau, c.link, tau)
+                 + c.w_semantic * neg_log_normal(s_e, tau, c.link, tau)).mean()
+        return {"loss": joint, "local": s_d.mean().detach(), "semantic": s_e.mean().detach()}
+
+    def maps(self, out: dict) -> dict[str, torch.Tensor]:
+        # M = Up(mean_g [1 − cos(T_g, S_g)]) per position, then the blur
+        local = fuse_maps([cosine_map(t, s) for t, s in zip(out["t_feats"], out["s_feats"])], out["size"], "mean")
+        return {"amap": gaussian_blur(local, self.config.blur_sigma), "local": local}
+
+    def raw_scores(self, out: dict) -> dict[str, torch.Tensor]:
+        """Uncalibrated branch scores `(B,)`: top-1% mean of the local map, and `s_E`."""
+        c = self.config
+        amap = self.maps(out)["amap"]
+        return {"local": image_score(amap, c.score, c.top_frac), "semantic": flat_cosine_distance(out["g_t"], out["g_s"])}
+
+    def scores(self, out: dict) -> dict[str, torch.Tensor]:
+        """Every image score `(B,)`: each branch, the z-scored sum, the Noisy-OR, and each branch's p."""
+        raw = self.raw_scores(out)
+        p = {b: link_probability(raw[b], getattr(self, f"tau_{b}"), self.config.link, getattr(self, f"std_{b}"))
+             for b in BRANCHES}
+        z = {b: (raw[b] - getattr(self, f"mean_{b}")) / getattr(self, f"std_{b}") for b in BRANCHES}
+        return {"score_local": raw["local"], "score_semantic": raw["semantic"],
+                "score_sum": z["local"] + z["semantic"],
+                # P = 1 − (1 − p_D)(1 − p_E)
+                "score_noisy_or": noisy_or(p["local"], p["semantic"]),
+                "p_local": p["local"], "p_semantic": p["semantic"]}
+
+    @torch.no_grad()
+    def image_scores(self, images: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
+        """The `report_scores` of a stack of images `(N,3,H,W)`, in batches, on the CPU."""
+        was = self.training
+        self.eval()
+        device = self.mean_local.device
+        rows = [self.scores(self(images[i:i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
+        self.train(was)
+        return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in self.report_scores}
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The local map `(B,1,H,W)` and the main (fused, by default) image score `(B,)`."""
+        was = self.training
+        self.eval()
+        out = self(x, t_feats)
+        amap, score = self.maps(out)["amap"], self.scores(out)[self.main_score]
+        self.train(was)
+        return amap, score
+
+    @torch.no_grad()
+    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None,
+                  batch_size: int = 32) -> None:
+        """Per branch, on training normals: τ = s_q / ln 2 (q = `tau_quantile`), mean and std of the score."""
+        was = self.training
+        self.eval()
+        rows = []
+        for i in range(0, len(xs), batch_size):
+            tf = None if t_feats is None else [t[i:i + batch_size] for t in t_feats]
+            rows.append(self.raw_scores(self(xs[i:i + batch_size], tf)))
+        for b in BRANCHES:
+            s = torch.cat([r[b] for r in rows]).double()
+            s_q = float(torch.quantile(s, self.config.tau_quantile))
+            getattr(self, f"tau_{b}").fill_(max(s_q / math.log(2), SCALE_FLOOR))
+            getattr(self, f"mean_{b}").fill_(float(s.mean()))
+            getattr(self, f"std_{b}").fill_(max(float(s.std(unbiased=False)), SCALE_FLOOR))
+        self.train(was)
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.AdamW(self.student_parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
