@@ -15,7 +15,10 @@ An honest note on the fusion: with the default link `p = 1 − exp(−s/τ)`,
 `P = 1 − exp(−(s_D/τ_D + s_E/τ_E))`, so the Noisy-OR *ranks* images exactly as the sum of the two
 scores, each divided by its training scale τ; and the training objective on normals,
 `−log(1 − p_D) − log(1 − p_E) = s_D/τ + s_E/τ`, is a weighted sum of the two branch distances. The
-logistic link (`link="logistic"`) is the option under which Noisy-OR and sum differ.
+logistic link (`link="logistic"`) is the option under which Noisy-OR and sum differ. In training, `s_D`
+is the E–D loss (flattened cosine per group); at test time it is the top-1% mean of the local map.
+Calibration puts each branch's q-quantile of training scores at p = 0.5, so a normal image at both
+quantiles gets P = 0.75: read P as a fused *score*, not as a calibrated probability of an anomaly.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class DualConfig:
     # probabilities, objective and fusion
     link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
     tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of training-normal scores maps to p = 0.5
-    tau_train: float = 1.0  # τ of the joint objective during training (fixed; calibration comes after)
+    tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
     w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
     w_semantic: float = 1.0  # weight of −log(1 − p_E)
     fusion: str = "noisy_or"  # the main image score: noisy_or, sum (z-scored), local or semantic
@@ -210,7 +213,8 @@ class DualStudent(ADModel):
         """Uncalibrated branch scores `(B,)`: top-1% mean of the local map, and `s_E`."""
         c = self.config
         amap = self.maps(out)["amap"]
-        return {"local": image_score(amap, c.score, c.top_frac), "semantic": flat_cosine_distance(out["g_t"], out["g_s"])}
+        s_e = flat_cosine_distance(out["g_t"], out["g_s"])  # s_E = 1 − cos(g_T, g_S)
+        return {"local": image_score(amap, c.score, c.top_frac), "semantic": s_e}
 
     def scores(self, out: dict) -> dict[str, torch.Tensor]:
         """Every image score `(B,)`: each branch, the z-scored sum, the Noisy-OR, and each branch's p."""

@@ -1,0 +1,121 @@
+"""Dual student (our reconstruction of arXiv 2509.24448): shapes, the link and Noisy-OR, calibration, behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from adkit import losses, models
+from adkit.train import fit
+
+
+@pytest.fixture()
+def model(teacher):
+    torch.manual_seed(0)
+    return models.create("dual", teacher=teacher)
+
+
+def test_shapes_groups_and_frozen_teacher(model):
+    x = torch.rand(2, 3, 64, 64)
+    out = model(x)
+    # CNN groups on the stage-2 grid: [stage 1 pooled ⊕ stage 2] and [stage 3 upsampled]
+    c1, c2, c3 = model.teacher.channels
+    assert [tuple(t.shape) for t in out["t_feats"]] == [(2, c1 + c2, 8, 8), (2, c3, 8, 8)]
+    assert [t.shape for t in out["t_feats"]] == [s.shape for s in out["s_feats"]]
+    assert out["g_t"].shape == out["g_s"].shape == (2, c3)
+    lo = model.loss(out)
+    assert set(lo) == {"loss", "local", "semantic"} and not lo["local"].requires_grad
+    lo["loss"].backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.encoder.conv_stem.weight.grad is not None and model.decoder.heads[0].weight.grad is not None
+    scores = model.image_scores(x, batch_size=1)
+    assert set(scores) == set(model.report_scores) and all(v.shape == (2,) for v in scores.values())
+    amap, score = model.predict(x)
+    assert amap.shape == (2, 1, 64, 64) and torch.allclose(score, scores["score_noisy_or"], atol=1e-6)
+
+
+def test_exp_link_joint_objective_is_the_sum_of_distances_before_calibration(model):
+    out = model(torch.rand(3, 3, 64, 64))
+    lo = model.loss(out)
+    # τ_train = 1: −log(1 − p_D) − log(1 − p_E) = s_D + s_E
+    assert float(lo["loss"].detach()) == pytest.approx(float(lo["local"] + lo["semantic"]), rel=1e-5)
+
+
+def test_link_is_monotone_from_zero_and_noisy_or_dominates_each_branch():
+    s = torch.linspace(0, 3, 50, dtype=torch.float64)
+    for link in losses.LINKS:
+        p = losses.link_probability(s, 0.5, link, 0.2)
+        assert bool((p.diff() > 0).all()) and bool(((p >= 0) & (p <= 1)).all())
+        assert float(losses.link_probability(torch.tensor(0.5 * math.log(2)), 0.5, link, 0.2)) == pytest.approx(0.5)
+        nll = losses.neg_log_normal(s, 0.5, link, 0.2)
+        assert torch.allclose(nll, -torch.log1p(-p), rtol=1e-6)
+    assert float(losses.link_probability(torch.tensor(0.0), 0.5, "exp")) == 0.0
+    g = torch.Generator().manual_seed(0)
+    p_d, p_e = torch.rand(100, generator=g), torch.rand(100, generator=g)
+    fused = losses.noisy_or(p_d, p_e)
+    assert bool((fused >= p_d).all()) and bool((fused >= p_e).all())
+    assert bool((losses.noisy_or(p_d + 0.01 * (1 - p_d), p_e) >= fused).all())  # monotone in each branch
+    assert bool((losses.noisy_or(p_d, torch.zeros(100)) == p_d).all())
+
+
+def test_calibrate_sets_tau_and_it_round_trips_the_state_dict(model, teacher):
+    x = torch.rand(8, 3, 64, 64)
+    model.calibrate(x, batch_size=3)
+    raw = model.raw_scores(model(x))
+    for b in ("local", "semantic"):
+        tau = float(getattr(model, f"tau_{b}"))
+        assert tau != 1.0
+        # τ = s_q / ln 2: a fraction q of the training scores sits at p ≤ 0.5
+        p = losses.link_probability(raw[b], tau)
+        assert float((p <= 0.5 + 1e-6).float().mean()) >= model.config.tau_quantile - 1 / 8
+    state = model.student_state_dict()
+    assert {"tau_local", "tau_semantic", "std_local", "mean_semantic"} <= set(state)
+    torch.manual_seed(1)
+    other = models.create("dual", teacher=teacher)
+    other.load_state_dict(state, strict=False)
+    assert float(other.tau_local) == float(model.tau_local)
+    x2 = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(other.predict(x2)[1], model.predict(x2)[1])
+
+
+@pytest.mark.parametrize("fusion", ["noisy_or", "sum", "local", "semantic"])
+def test_fusion_picks_the_main_score(teacher, fusion):
+    torch.manual_seed(0)
+    m = models.create("dual", teacher=teacher, fusion=fusion)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(m.predict(x)[1], m.image_scores(x)[f"score_{fusion}"], atol=1e-6)
+
+
+def test_fitted_on_constant_images_a_changed_one_scores_higher(model):
+    x = torch.full((8, 3, 64, 64), 0.5) + 0.02 * torch.randn(8, 3, 64, 64)
+    fit(model, x, iters=40, batch_size=8, progress=False)
+    normal = x[:2].clone()
+    changed = normal.clone()
+    changed[:, :, 20:40, 20:40] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
+    s_normal, s_changed = model.image_scores(normal), model.image_scores(changed)
+    for k in model.report_scores:
+        assert float(s_changed[k].min()) > float(s_normal[k].max()), k
+    assert float(s_changed["score_noisy_or"].min()) > 0.99  # the training normals sit near p = 0.5 per branch
+
+
+def test_vit_teacher_groups_are_halves_of_the_intermediate_maps():
+    from adkit import backbones
+
+    torch.manual_seed(0)
+    vit = backbones.create("vit_small_patch14_dinov2", pretrained=False)
+    m = models.create("dual", teacher=vit, ee_arch="resnet18")
+    out = m(torch.rand(2, 3, 56, 56))
+    assert [tuple(t.shape) for t in out["t_feats"]] == [(2, 384, 4, 4)] * 2
+    assert out["g_s"].shape == (2, 384)
+    assert m.predict(torch.rand(2, 3, 56, 56))[0].shape == (2, 1, 56, 56)
+
+
+def test_bad_options_are_errors(teacher):
+    with pytest.raises(ValueError, match="link"):
+        models.create("dual", teacher=teacher, link="probit")
+    with pytest.raises(ValueError, match="split"):
+        models.create("dual", teacher=teacher, split=3)
+    with pytest.raises(ValueError, match="mean"):
+        models.create("dual", teacher=teacher, group_merge="mean")
