@@ -1,5 +1,8 @@
-"""Pictures: heat-map overlays, galleries of cases, PRO curves, score histograms (matplotlib);
-interactive scatters (plotly) live in the notebooks' helpers below.
+"""Pictures: heat-map overlays, galleries of cases, side-by-side maps of several models, a test-set
+browser panel, PRO curves, score histograms, loss curves (matplotlib), and embedding scatters (plotly).
+
+Every function returns its figure and needs no browser, so it is tested like any other code; the
+interactive explorers in `adkit.widgets` only wire these to ipywidgets controls.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def mask_outline(ax, mask: np.ndarray, color: str = "white") -> None:
 
 def gallery(items: list[dict], ncols: int = 4, vmin: float | None = None, vmax: float | None = None,
             size: float = 2.4, title: str | None = None):
-    """A grid of overlays; each item: {"image", "amap", optional "mask", "title"}. Returns the figure."""
+    """A grid of overlays; each item: {"image", "amap", optional "mask", "title", "vmin", "vmax"}."""
     n = max(1, len(items))
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
@@ -47,7 +50,7 @@ def gallery(items: list[dict], ncols: int = 4, vmin: float | None = None, vmax: 
     for ax in axes.flat:
         ax.axis("off")
     for ax, it in zip(axes.flat, items):
-        ax.imshow(overlay(it["image"], it["amap"], vmin, vmax))
+        ax.imshow(overlay(it["image"], it["amap"], it.get("vmin", vmin), it.get("vmax", vmax)))
         mask_outline(ax, it.get("mask"))
         ax.set_title(it.get("title", ""), fontsize=8)
     if title:
@@ -114,3 +117,217 @@ def score_hist(groups: dict[str, np.ndarray], bins: int = 30, ax=None, title: st
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     return ax
+
+
+# -- notebooks ------------------------------------------------------------------------------------------
+def notebook_defaults(dpi: int = 72) -> None:
+    """Small stored outputs: plotly figures as JSON (no embedded plotly.js), matplotlib PNGs at `dpi`."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype"
+    plt.rcParams["figure.dpi"] = dpi
+    plt.rcParams["savefig.dpi"] = dpi
+
+
+# -- scales ---------------------------------------------------------------------------------------------
+def normal_scale(normal_maps: np.ndarray, q: float = 95.0) -> tuple[float, float]:
+    """A colour scale read off maps of normal images: (median pixel, `q`-th percentile of their maxima).
+
+    With `relative(amap, scale)`, 0 is an ordinary normal pixel and 1 the peak of a high-scoring normal
+    image, so maps of models whose scores live on different scales can be compared by eye.
+    """
+    m = np.asarray(normal_maps, dtype=np.float64)
+    m = m[None] if m.ndim == 2 else m
+    lo = float(np.median(m))
+    hi = float(np.percentile(m.reshape(len(m), -1).max(axis=1), q))
+    return lo, max(hi, lo + 1e-8)
+
+
+def relative(amap: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """`(amap − lo) / (hi − lo)` for `scale = (lo, hi)` from `normal_scale`."""
+    lo, hi = scale
+    return (np.asarray(amap, dtype=np.float32) - lo) / (hi - lo)
+
+
+def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The image-score threshold with the highest F1 (flag `score >= threshold`); inf without defects."""
+    from sklearn.metrics import precision_recall_curve
+
+    labels = np.asarray(labels) > 0
+    if not labels.any():
+        return float("inf")
+    p, r, t = precision_recall_curve(labels, np.asarray(scores, dtype=np.float64))
+    f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
+    return float(t[int(np.argmax(f1))])
+
+
+# -- several models side by side ------------------------------------------------------------------------
+def compare_maps(images, maps: dict[str, np.ndarray], masks=None, col_titles: list[str] | None = None,
+                 scales: dict[str, tuple[float, float]] | None = None, vmax: float = 2.0, size: float = 1.9,
+                 title: str | None = None):
+    """A grid: the images (mask outlined) in the first row, then one row of overlays per model.
+
+    `maps[name]` is `(N,H,W)` for the N images. With `scales[name]` (see `normal_scale`) each row shows
+    its relative map on 0..`vmax`, so that rows compare; without, each map is scaled to its own range.
+    """
+    n = len(images)
+    rows = ["image"] + list(maps)
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 1.2, size * len(rows) + (0.3 if title else 0)),
+                             squeeze=False)
+    for j in range(n):
+        for i, row in enumerate(rows):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            mask = None if masks is None else masks[j]
+            if row == "image":
+                ax.imshow(to_hwc(images[j]))
+                if col_titles:
+                    ax.set_title(col_titles[j], fontsize=8)
+            else:
+                a = maps[row][j]
+                if scales and row in scales:
+                    a = relative(a, scales[row])
+                    ax.imshow(overlay(images[j], a, 0.0, vmax))
+                    ax.set_title(f"peak {float(a.max()):.1f}", fontsize=7)
+                else:
+                    ax.imshow(overlay(images[j], a))
+            mask_outline(ax, mask)
+            if j == 0:
+                ax.set_ylabel(row, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# -- the test-set browser -------------------------------------------------------------------------------
+def browser_indices(preds: dict[str, dict], cls: str, defect: str | None = None) -> list[int]:
+    """Indices of a class's test images, all or of one defect type ("good" for the normals)."""
+    p = preds[cls]
+    return [i for i, d in enumerate(p["defect"]) if defect in (None, "all", d)]
+
+
+def browser_figure(preds: dict[str, dict], images: dict[str, np.ndarray], cls: str, idx: int,
+                   threshold: float | None = None, size: float = 2.3):
+    """One test image: the image, its ground-truth mask, the anomaly map, and its score against the
+    threshold among the class's normal and defect scores. `preds` as from `evaluate(..., return_preds=True)`,
+    `images[cls]` the class's test images in the same order. Default threshold: the class's F1-optimal one."""
+    p = preds[cls]
+    score, label, defect = float(p["score"][idx]), int(p["label"][idx]), p["defect"][idx]
+    thr = f1_threshold(p["score"], p["label"]) if threshold is None else float(threshold)
+    good = p["score"][p["label"] == 0]
+    scale = normal_scale(p["amap"][p["label"] == 0]) if len(good) else None
+    fig, axes = plt.subplots(1, 4, figsize=(size * 4 + 1.0, size), gridspec_kw={"width_ratios": [1, 1, 1, 1.4]})
+    img = to_hwc(images[cls][idx])
+    axes[0].imshow(img)
+    axes[0].set_title(f"{cls}/{defect} #{idx}", fontsize=8)
+    axes[1].imshow(np.asarray(p["mask"][idx], dtype=float), cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title("ground truth", fontsize=8)
+    amap = p["amap"][idx]
+    if scale is not None:
+        axes[2].imshow(overlay(img, relative(amap, scale), 0.0, 2.0))
+    else:
+        axes[2].imshow(overlay(img, amap))
+    mask_outline(axes[2], p["mask"][idx])
+    axes[2].set_title("anomaly map", fontsize=8)
+    for ax in axes[:3]:
+        ax.axis("off")
+    ax = axes[3]
+    rng = np.random.default_rng(0)
+    for lab, name, color in ((0, "normal", "tab:blue"), (1, "defect", "tab:red")):
+        s = p["score"][p["label"] == lab]
+        ax.scatter(s, lab + rng.uniform(-0.15, 0.15, len(s)), s=10, alpha=0.5, color=color, label=name)
+    ax.scatter([score], [label], s=80, facecolors="none", edgecolors="black", linewidths=1.5)
+    if np.isfinite(thr):
+        ax.axvline(thr, color="black", ls="--", lw=1)
+    ax.set_yticks([0, 1], ["normal", "defect"], fontsize=8)
+    ax.set_xlabel("image score", fontsize=8)
+    flagged = score >= thr
+    verdict = "correct" if flagged == bool(label) else ("false alarm" if flagged else "missed")
+    ax.set_title(f"score {score:.3g} {'≥' if flagged else '<'} threshold {thr:.3g}: {verdict}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# -- failure gallery ------------------------------------------------------------------------------------
+def failures(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 2) -> list[dict]:
+    """Per class, the `n` highest-scoring normals and the `n` lowest-scoring defects, as `gallery` items
+    (a row of 2n per class), each map on its class's normal scale (see `normal_scale`)."""
+    items = []
+    for cls, p in preds.items():
+        good, bad = np.flatnonzero(p["label"] == 0), np.flatnonzero(p["label"] == 1)
+        lo, hi = normal_scale(p["amap"][good]) if len(good) else (None, None)
+        vmax = None if hi is None else lo + 2 * (hi - lo)
+        picks = [(i, "normal, high") for i in good[np.argsort(-p["score"][good])][:n]]
+        picks += [(i, "defect, low") for i in bad[np.argsort(p["score"][bad])][:n]]
+        for i, tag in picks:
+            items.append({"image": images[cls][i], "amap": p["amap"][i], "mask": p["mask"][i],
+                          "vmin": lo, "vmax": vmax,
+                          "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.3g}"})
+    return items
+
+
+# -- training -------------------------------------------------------------------------------------------
+def loss_plot(history: list[dict], keys: list[str] | None = None, ax=None, smooth: int = 10,
+              total: int | None = None, title: str = ""):
+    """Loss terms over training steps (thin: raw, thick: running mean over `smooth` steps), log scale."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    keys = keys or (list(history[0]) if history else ["loss"])
+    steps = np.arange(1, len(history) + 1)
+    for k in keys:
+        v = np.array([h.get(k, np.nan) for h in history], dtype=float)
+        (line,) = ax.plot(steps, v, lw=0.6, alpha=0.35)
+        if len(v) >= smooth:
+            run = np.convolve(v, np.ones(smooth) / smooth, mode="valid")
+            ax.plot(steps[smooth - 1:], run, lw=1.6, color=line.get_color(), label=k)
+        else:
+            line.set_label(k)
+    if total:
+        ax.set_xlim(0, total)
+    if history and np.nanmin([h.get(k, np.nan) for h in history for k in keys]) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+# -- embeddings (plotly) --------------------------------------------------------------------------------
+def embedding_figure(panels: dict[str, np.ndarray], color: list[str], symbol: list[str] | None = None,
+                     hover: list[str] | None = None, title: str = "", height: int = 380,
+                     marker_size: int = 6):
+    """Side-by-side 2-D scatters (one per panel, e.g. teacher / student / residual) of the same points,
+    coloured by `color` (e.g. class), shaped by `symbol` (e.g. normal / defect), hover text `hover`."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = list(panels)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
+    color = [str(c) for c in color]
+    symbol = [str(s) for s in symbol] if symbol is not None else [""] * len(color)
+    hover = list(hover) if hover is not None else [""] * len(color)
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+    shapes = ["circle", "x", "diamond", "square", "triangle-up", "cross"]
+    colors = {c: palette[i % len(palette)] for i, c in enumerate(dict.fromkeys(color))}
+    symbols = {s: shapes[i % len(shapes)] for i, s in enumerate(dict.fromkeys(symbol))}
+    groups = list(dict.fromkeys(zip(color, symbol)))
+    for j, name in enumerate(names):
+        xy = np.asarray(panels[name], dtype=float)
+        for c, s in groups:
+            sel = [i for i in range(len(color)) if color[i] == c and symbol[i] == s]
+            label = f"{c} {s}".strip()
+            fig.add_trace(go.Scatter(
+                x=np.round(xy[sel, 0], 3), y=np.round(xy[sel, 1], 3), mode="markers", name=label,
+                legendgroup=label, showlegend=j == 0, text=[hover[i] for i in sel], hoverinfo="text",
+                marker=dict(color=colors[c], symbol=symbols[s], size=marker_size, opacity=0.75,
+                            line=dict(width=0))), row=1, col=j + 1)
+        fig.update_xaxes(showticklabels=False, row=1, col=j + 1)
+        fig.update_yaxes(showticklabels=False, row=1, col=j + 1)
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=60, b=10),
+                      legend=dict(font=dict(size=10)))
+    return fig

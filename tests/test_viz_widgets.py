@@ -1,0 +1,192 @@
+"""Pictures, explorers and feature helpers the notebooks use: each runs without a browser."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from adkit import features, models, viz, widgets  # noqa: E402
+
+
+def _preds(rng, n_good=6, n_bad=4, size=16):
+    """Predictions of one class in the shape `evaluate(..., return_preds=True)` gives them."""
+    label = np.r_[np.zeros(n_good, int), np.ones(n_bad, int)]
+    amap = rng.random((n_good + n_bad, size, size)).astype(np.float32)
+    mask = np.zeros_like(amap, dtype=bool)
+    mask[n_good:, 4:8, 4:8] = True
+    amap[mask] += 2.0
+    return {"score": amap.reshape(len(amap), -1).max(1), "amap": amap, "label": label, "mask": mask,
+            "defect": ["good"] * n_good + ["scratch"] * (n_bad - 1) + ["color_spot"]}
+
+
+@pytest.fixture()
+def preds_images():
+    rng = np.random.default_rng(0)
+    preds = {"brick": _preds(rng), "cat": _preds(rng)}
+    images = {c: rng.integers(0, 255, (len(p["score"]), 16, 16, 3), dtype=np.uint8) for c, p in preds.items()}
+    return preds, images
+
+
+@pytest.fixture()
+def tiny_rd(teacher):
+    torch.manual_seed(0)
+    return models.create("rd", teacher=teacher).eval()
+
+
+def test_f1_threshold_separates_perfectly_ranked_scores():
+    scores, labels = np.array([0.1, 0.2, 0.3, 0.8, 0.9]), np.array([0, 0, 0, 1, 1])
+    t = viz.f1_threshold(scores, labels)
+    assert 0.3 < t <= 0.8
+    assert ((scores >= t) == labels.astype(bool)).all()
+    assert viz.f1_threshold(scores, np.zeros(5)) == float("inf")
+
+
+def test_normal_scale_maps_normal_median_to_0_and_high_normal_peak_to_1():
+    maps = np.stack([np.full((4, 4), 1.0) for _ in range(10)])
+    maps[:, 0, 0] = np.arange(10) + 2.0  # peaks 2..11
+    lo, hi = viz.normal_scale(maps, q=100)
+    assert lo == 1.0 and hi == 11.0
+    rel = viz.relative(maps, (lo, hi))
+    assert rel[0, 1, 1] == 0.0 and rel[-1, 0, 0] == 1.0
+
+
+def test_browser_indices_filter_by_defect(preds_images):
+    preds, _ = preds_images
+    assert viz.browser_indices(preds, "cat") == list(range(10))
+    assert viz.browser_indices(preds, "cat", "good") == list(range(6))
+    assert viz.browser_indices(preds, "cat", "scratch") == [6, 7, 8]
+    assert viz.browser_indices(preds, "cat", "all") == list(range(10))
+
+
+def test_browser_figure_shows_image_mask_map_and_verdict(preds_images):
+    preds, images = preds_images
+    fig = viz.browser_figure(preds, images, "brick", 7)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "brick/scratch #7" and titles[1] == "ground truth"
+    assert "threshold" in titles[3] and titles[3].endswith("correct")  # defects score 2 higher: caught
+    fig2 = viz.browser_figure(preds, images, "brick", 0, threshold=-1.0)
+    assert fig2.axes[3].get_title().endswith("false alarm")
+    plt.close("all")
+
+
+def test_failures_picks_high_normals_and_low_defects(preds_images):
+    preds, images = preds_images
+    items = viz.failures(preds, images, n=2)
+    assert len(items) == 2 * 2 * len(preds)
+    p = preds["brick"]
+    top_normal = int(np.argmax(np.where(p["label"] == 0, p["score"], -np.inf)))
+    assert f"{p['score'][top_normal]:.3g}" in items[0]["title"] and "normal, high" in items[0]["title"]
+    assert "defect, low" in items[2]["title"]
+    fig = viz.gallery(items, ncols=4)
+    assert len([ax for ax in fig.axes if ax.images]) == len(items)
+    plt.close("all")
+
+
+def test_compare_maps_grid_has_a_row_per_model(preds_images):
+    preds, images = preds_images
+    p = preds["cat"]
+    maps = {"one-class": p["amap"][6:9], "multi-class": p["amap"][6:9] * 0.5}
+    scales = {k: viz.normal_scale(p["amap"][:6]) for k in maps}
+    fig = viz.compare_maps(images["cat"][6:9], maps, p["mask"][6:9], ["a", "b", "c"], scales)
+    assert len(fig.axes) == 3 * 3
+    assert fig.axes[0].get_title() == "a" and fig.axes[1].get_title().startswith("peak")
+    plt.close("all")
+
+
+def test_loss_plot_and_live_loss_png():
+    hist = [{"loss": 1.0 / (i + 1), "rd": 1.0 / (i + 1)} for i in range(30)]
+    ax = viz.loss_plot(hist, total=40)
+    assert ax.get_yscale() == "log" and ax.get_xlim()[1] == 40
+    live = widgets.LiveLoss(total=30, every=1000)
+    for i, h in enumerate(hist[:5]):
+        live(i, h)
+    assert len(live.history) == 5 and live.png().startswith(b"\x89PNG")
+    plt.close("all")
+
+
+def test_embedding_figure_is_plotly_json_with_one_legend_per_group():
+    xy = np.random.default_rng(0).random((6, 2))
+    fig = viz.embedding_figure({"teacher": xy, "student": xy}, color=["a", "a", "b", "b", "b", "a"],
+                               symbol=["good", "defect"] * 3, hover=[f"img {i}" for i in range(6)])
+    assert len(fig.data) == 2 * 4  # 2 panels × (class, status) groups
+    assert sum(t.showlegend for t in fig.data) == 4
+    assert sorted(sum((list(t.text) for t in fig.data[:4]), [])) == sorted(f"img {i}" for i in range(6))
+    fig.to_json()
+
+
+def test_paste_patch_places_a_centred_square():
+    src = np.full((32, 32, 3), 200, np.uint8)
+    tgt = np.zeros((32, 32, 3), np.uint8)
+    img, mask = widgets.paste_patch(src, tgt, size=0.25, cy=0.5, cx=0.5)
+    assert mask.sum() == 8 * 8 and mask[12:20, 12:20].all()
+    assert (img[mask] == 200).all() and (img[~mask] == 0).all()
+    _, corner = widgets.paste_patch(src, tgt, size=0.25, cy=0.0, cx=1.0)
+    assert corner[0:8, 24:32].all()
+
+
+def test_model_for_prefers_the_class_model():
+    assert widgets.model_for({"cat": 1, "all": 2}, "cat") == 1
+    assert widgets.model_for({"all": 2}, "cat") == 2
+    with pytest.raises(KeyError):
+        widgets.model_for({"brick": 1}, "cat")
+
+
+def test_probe_figure_and_explorers_build(tiny_rd, preds_images):
+    rng = np.random.default_rng(0)
+    imgs = {c: rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8) for c in ("brick", "cat")}
+    runs = {"RD multi-class": {"all": tiny_rd}, "RD one-class": {"brick": tiny_rd, "cat": tiny_rd}}
+    fig = widgets.probe_figure(runs, imgs["brick"][0], imgs["cat"][0], "brick", "cat", lam=0.3)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("mixup λ=0.30") and "model of cat" in titles[0]
+    assert "in patch" in titles[4]  # second row, first model: the pasted patch is scored
+    plt.close("all")
+    box = widgets.probe_explorer(runs, imgs)
+    assert len(box.children) == 4
+    preds, images = preds_images
+    browser = widgets.test_set_browser(preds, images)
+    cls_w, def_w, idx_w = browser.children[0].children
+    def_w.value = "scratch"
+    assert idx_w.max == 2
+    cls_w.value = "cat"
+    assert def_w.value == "all" and idx_w.max == 9
+    plt.close("all")
+
+
+def test_pooled_and_patch_features(tiny_rd):
+    x = torch.rand(3, 3, 32, 32)
+    feats = features.extract(tiny_rd, x, batch_size=2)
+    assert [f.shape[0] for f in feats["teacher"]] == [3, 3, 3]
+    assert [f.shape[1] for f in feats["student"]] == tiny_rd.teacher.channels
+    X = features.pooled_features(feats, "teacher")
+    assert X.shape == (3, sum(tiny_rd.teacher.channels))
+    # each stage's part has unit length
+    c0 = tiny_rd.teacher.channels[0]
+    assert np.allclose(np.linalg.norm(X[:, :c0], axis=1), 1.0, atol=1e-5)
+    # the residual of identical features is zero
+    same = {"teacher": feats["teacher"], "student": feats["teacher"]}
+    assert np.abs(features.stage_maps(same, "residual")[2].numpy()).max() == 0.0
+    masks = np.zeros((3, 32, 32))
+    masks[1, :16, :16] = 1
+    P = features.patch_features(feats, "residual", stage=1, masks=masks, per_image=6)
+    assert P["X"].shape == (18, tiny_rd.teacher.channels[1])
+    assert P["inside"][P["image"] != 1].sum() == 0
+    assert P["inside"][P["image"] == 1].sum() == 3  # half the positions of the masked image
+    with pytest.raises(ValueError):
+        features.pooled_features(feats, "other")
+
+
+@pytest.mark.slow
+def test_embed_umap_is_deterministic_and_keeps_clusters_apart():
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0, 0.1, (30, 8)), rng.normal(3, 0.1, (30, 8))]
+    a, b = features.embed_umap(X, seed=0), features.embed_umap(X, seed=0)
+    assert a.shape == (60, 2) and np.allclose(a, b)
+    d_within = np.linalg.norm(a[:30] - a[:30].mean(0), axis=1).mean()
+    d_between = np.linalg.norm(a[:30].mean(0) - a[30:].mean(0))
+    assert d_between > 3 * d_within
