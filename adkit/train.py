@@ -62,6 +62,17 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def protocol_configs(model: str, steps_per_class: int, classes: tuple[str, ...] | list[str],
+                     **settings) -> dict[str, TrainConfig]:
+    """The one-class and multi-class runs of one model at equal compute: `steps_per_class` steps for each
+    class's own model, classes × that for the shared one. `settings` are the other `TrainConfig` fields."""
+    classes = tuple(classes)
+    return {"one-class": TrainConfig(classes=classes, setting="one-class", model=model, iters=steps_per_class,
+                                     **settings),
+            "multi-class": TrainConfig(classes=classes, setting="multi-class", model=model,
+                                       iters=steps_per_class * len(classes), **settings)}
+
+
 def device_default() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -201,6 +201,72 @@ def compare_maps(images, maps: dict[str, np.ndarray], masks=None, col_titles: li
     return fig
 
 
+def compare_runs(preds_by_run: dict[str, dict], images: dict[str, np.ndarray], picks: list[tuple[str, int]],
+                 vmax: float = 2.0, title: str | None = None):
+    """The same test images under several runs: `compare_maps` with each run's maps of a class shown
+    relative to that run's maps of the class's normal test images (`normal_scale`).
+
+    `preds_by_run[label][cls]` as from `evaluate(..., return_preds=True)`; `picks` = [(class, index)].
+    """
+    maps = {}
+    for label, preds in preds_by_run.items():
+        rows = []
+        for cls, i in picks:
+            p = preds[cls]
+            rows.append(relative(p["amap"][i], normal_scale(p["amap"][p["label"] == 0])))
+        maps[label] = np.stack(rows)
+    first = next(iter(preds_by_run.values()))
+    imgs = [images[c][i] for c, i in picks]
+    masks = [first[c]["mask"][i] for c, i in picks]
+    titles = [f"{c}/{first[c]['defect'][i]}" for c, i in picks]
+    return compare_maps(imgs, maps, masks, titles, {k: (0.0, 1.0) for k in maps}, vmax=vmax, title=title)
+
+
+def image_grid(images, titles: list[str] | None = None, masks=None, ncols: int = 6, size: float = 1.6):
+    """Plain images in a grid (masks outlined when given)."""
+    n = max(1, len(images))
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, ax in enumerate(axes.flat[: len(images)]):
+        ax.imshow(to_hwc(images[k]))
+        if masks is not None:
+            mask_outline(ax, masks[k], color="red")
+        if titles:
+            ax.set_title(titles[k], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def class_examples(data_name: str, root, classes: list[str], image_size: int = 128):
+    """One row per class: a training image, a normal test image, and one test image of each defect type
+    (its mask outlined in red)."""
+    from . import data
+    from .data.core import load_record
+
+    train = data.load_records(data_name, root, "train", list(classes))
+    test = data.load_records(data_name, root, "test", list(classes))
+    defects = sorted({r.defect for r in test} - {data.GOOD})
+    cols = ["train", data.GOOD] + defects
+    imgs, masks, titles = [], [], []
+    for cls in classes:
+        first = {"train": next(r for r in train if r.cls == cls)}
+        for d in cols[1:]:
+            first[d] = next((r for r in test if r.cls == cls and r.defect == d), None)
+        for d in cols:
+            rec = first[d]
+            if rec is None:
+                img, m = np.ones((image_size, image_size, 3), np.uint8) * 255, None
+            else:
+                img, m = load_record(rec, image_size)
+            imgs.append(img)
+            masks.append(m)
+            titles.append(f"{cls}: {d}" if d == "train" else d)
+    return image_grid(imgs, titles, masks, ncols=len(cols))
+
+
 # -- the test-set browser -------------------------------------------------------------------------------
 def browser_indices(preds: dict[str, dict], cls: str, defect: str | None = None) -> list[int]:
     """Indices of a class's test images, all or of one defect type ("good" for the normals)."""

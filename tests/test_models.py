@@ -39,7 +39,7 @@ def test_a_few_steps_lower_the_loss(name, teacher):
     first = None
     for _ in range(12):
         loss = model.loss(model(x, t_feats))["loss"]
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()
