@@ -45,14 +45,22 @@ def paste_patch(source: np.ndarray, target: np.ndarray, size: float = 0.25, cy: 
     return defects.cut_paste(target, source, np.random.default_rng(0), box=(y, x, side, side), src_yx=src_yx)
 
 
+def probe_scales(models_by_label: dict[str, dict], images: dict[str, np.ndarray]) -> dict[str, dict]:
+    """`{label: {cls: viz.normal_scale(maps of the class's normal images under that run)}}`."""
+    return {label: {cls: viz.normal_scale(predict(model_for(models, cls), to_tensor(x))["amap"])
+                    for cls, x in images.items()} for label, models in models_by_label.items()}
+
+
 def probe_figure(models_by_label: dict[str, dict], a_img: np.ndarray, b_img: np.ndarray, a: str, b: str,
-                 lam: float = 0.5, size: float = 0.25, cy: float = 0.5, cx: float = 0.5):
+                 lam: float = 0.5, size: float = 0.25, cy: float = 0.5, cx: float = 0.5,
+                 scales: dict[str, dict] | None = None):
     """Both probes on one pair of images, for several runs side by side.
 
     Row 1: the blend `λ·A + (1 − λ)·B`, scored by the model of the class with the larger weight. Row 2: a
     patch of A pasted onto B (outlined), scored by B's model. Each run's maps are shown relative to its
-    own map of the clean image of that row's reference class (`viz.normal_scale`): 1 = that clean image's
-    peak, so a patch the model sees shows as > 1 and a patch it misses stays ≤ 1.
+    maps of the reference class's normal images, `scales[label][cls]` from `probe_scales` (default: the clean
+    image of that class alone): 1 = the peak of a high-scoring normal image, so what the model flags shows
+    as > 1 and what it accepts stays ≤ 1.
     `models_by_label`: `{label: {name: model}}`, e.g. `{"RD one-class": one_class_models, ...}`.
     """
     blend = defects.mixup(a_img, b_img, lam)
@@ -65,8 +73,12 @@ def probe_figure(models_by_label: dict[str, dict], a_img: np.ndarray, b_img: np.
     for _, img, _, cls in rows:
         for label, models in models_by_label.items():
             m = model_for(models, cls)
-            p = predict(m, to_tensor(np.stack([img, clean[cls]])))
-            maps[label].append(viz.relative(p["amap"][0], viz.normal_scale(p["amap"][1:])))
+            if scales is not None:
+                amap, scale = predict(m, to_tensor(img[None]))["amap"][0], scales[label][cls]
+            else:
+                p = predict(m, to_tensor(np.stack([img, clean[cls]])))
+                amap, scale = p["amap"][0], viz.normal_scale(p["amap"][1:])
+            maps[label].append(viz.relative(amap, scale))
     import matplotlib.pyplot as plt
 
     n = 1 + len(models_by_label)
@@ -79,8 +91,8 @@ def probe_figure(models_by_label: dict[str, dict], a_img: np.ndarray, b_img: np.
             rel = maps[label][i]
             axes[i, j].imshow(viz.overlay(img, rel, 0.0, 2.0))
             viz.mask_outline(axes[i, j], m)
-            inside = f", in patch {float(rel[m].max()):.1f}" if m is not None else ""
-            axes[i, j].set_title(f"{label}\npeak {float(rel.max()):.1f}{inside}", fontsize=7)
+            inside = f"patch {float(rel[m].max()):.1f} · " if m is not None else ""
+            axes[i, j].set_title(f"{label}\n{inside}max {float(rel.max()):.1f}", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -174,9 +186,10 @@ def test_set_browser(preds: dict[str, dict], images: dict[str, np.ndarray], thre
 
 
 def probe_explorer(models_by_label: dict[str, dict], images: dict[str, np.ndarray], a: str | None = None,
-                   b: str | None = None):
+                   b: str | None = None, scales: dict[str, dict] | None = None):
     """Controls for `probe_figure`: classes A and B, which image of each, λ, the patch's size and place.
-    `images[cls]` holds each class's normal test images (uint8 `(N,H,W,3)`)."""
+    `images[cls]` holds each class's normal test images (uint8 `(N,H,W,3)`); `scales` as from
+    `probe_scales` (computed here when not given)."""
     import ipywidgets as W
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -196,13 +209,14 @@ def probe_explorer(models_by_label: dict[str, dict], images: dict[str, np.ndarra
         "cx": W.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="patch x", **slider),
     }
     out = W.Output()
+    scales = probe_scales(models_by_label, images) if scales is None else scales
 
     def redraw(*_):
         v = {k: w.value for k, w in ctrl.items()}
         with out:
             out.clear_output(wait=True)
             fig = probe_figure(models_by_label, images[v["a"]][v["i"]], images[v["b"]][v["i"]], v["a"], v["b"],
-                               v["lam"], v["size"], v["cy"], v["cx"])
+                               v["lam"], v["size"], v["cy"], v["cx"], scales)
             display(fig)
             plt.close(fig)
 

@@ -334,3 +334,18 @@ def test_digits_embedded_split():
     assert digits.records(split="train", seed=1) != digits.records(split="train", seed=0)
     with pytest.raises(DataError, match="unknown class"):
         digits.records(classes=["x"])
+
+
+def test_cifar10_and_cifar100_names_pick_their_dataset(tmp_path):
+    from fixtures import write_cifar10, write_cifar100
+
+    from adkit import data
+
+    write_cifar10(tmp_path)
+    write_cifar100(tmp_path)
+    r10 = data.load_records("cifar10", tmp_path, "test", ["airplane"])
+    r100 = data.load_records("cifar100", tmp_path, "test", None)
+    assert r10 and r100
+    assert {r.defect for r in r10} <= {"good", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                         "truck"}
+    assert not ({r.defect for r in r100} & {"automobile", "truck", "ship"})

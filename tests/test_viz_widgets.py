@@ -95,7 +95,7 @@ def test_compare_maps_grid_has_a_row_per_model(preds_images):
     scales = {k: viz.normal_scale(p["amap"][:6]) for k in maps}
     fig = viz.compare_maps(images["cat"][6:9], maps, p["mask"][6:9], ["a", "b", "c"], scales)
     assert len(fig.axes) == 3 * 3
-    assert fig.axes[0].get_title() == "a" and fig.axes[3].get_title().startswith("peak")  # row-major
+    assert fig.axes[0].get_title() == "a" and fig.axes[3].get_title().startswith("defect")  # row-major
     plt.close("all")
 
 
@@ -144,7 +144,10 @@ def test_probe_figure_and_explorers_build(tiny_rd, preds_images):
     fig = widgets.probe_figure(runs, imgs["brick"][0], imgs["cat"][0], "brick", "cat", lam=0.3)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("mixup λ=0.30") and "model of cat" in titles[0]
-    assert "in patch" in titles[4]  # second row, first model: the pasted patch is scored
+    assert "patch" in titles[4]  # second row, first model: the pasted patch is scored
+    scales = widgets.probe_scales(runs, imgs)
+    assert set(scales) == set(runs) and set(scales["RD one-class"]) == {"brick", "cat"}
+    widgets.probe_figure(runs, imgs["brick"][0], imgs["cat"][0], "brick", "cat", scales=scales)
     plt.close("all")
     box = widgets.probe_explorer(runs, imgs)
     assert len(box.children) == 4

@@ -22,6 +22,8 @@ FORMATS = {
     "mvtec_loco": "adkit.data.mvtec_loco",
     "realiad": "adkit.data.realiad",
     "cifar": "adkit.data.cifar",
+    "cifar10": "adkit.data.cifar10",
+    "cifar100": "adkit.data.cifar100",
     "fashion_mnist": "adkit.data.fashion_mnist",
     "digits": "adkit.data.digits",
 }
