@@ -31,8 +31,9 @@ def run_ablation(out: str | Path, classes: list[str], iters_one: int = 100, imag
                               image_size=image_size, iters=iters, seed=seed, options=dict(ABLATION[step]))
             run = cached_run(cfg, out, progress=progress)
             res = evaluate(run, progress=False)
-            rows[f"{step} | {setting}"] = {"mean": res["mean"], "cut_paste_cross": res["defects"].get("cut_paste_cross"),
-                                           "run": run.name, **({"maps": res["maps"]} if "maps" in res else {})}
+            rows[f"{step} | {setting}"] = {"mean": res["mean"], "run": run.name,
+                                           "cut_paste_cross": res["defects"].get("cut_paste_cross"),
+                                           **({"maps": res["maps"]} if "maps" in res else {})}
             print(f"{step:18s} {setting:12s} " + format_row(rows[f"{step} | {setting}"]), file=sys.stderr)
     checkpoint.write_json(out / "ablation.json", _jsonable(rows))
     return rows
