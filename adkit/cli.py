@@ -138,7 +138,8 @@ def cmd_demo(a) -> int:
     from .demo import demo
 
     res = demo(a.out, iters_one=a.iters_one, iters_multi=a.iters_multi, image_size=a.image_size,
-               classes=_classes(a.classes), quick=a.quick, snl=not a.no_snl, echo=not a.json)
+               classes=_classes(a.classes), quick=a.quick, snl=not a.no_snl, echo=not a.json,
+               full=a.full)
     if a.json:
         _print_json(res)
     return 0
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--classes", default=None)
     d.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check the install")
     d.add_argument("--no-snl", action="store_true", help="skip RD+SNL")
+    d.add_argument("--full", action="store_true", help="also RD+SNL one-class (about 4 more minutes)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
 

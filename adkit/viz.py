@@ -340,17 +340,20 @@ def failures(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 2) 
         for i, tag in picks:
             items.append({"image": images[cls][i], "amap": p["amap"][i], "mask": p["mask"][i],
                           "vmin": lo, "vmax": vmax,
-                          "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.3g}"})
+                          "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.2f}"})
     return items
 
 
 # -- training -------------------------------------------------------------------------------------------
 def loss_plot(history: list[dict], keys: list[str] | None = None, ax=None, smooth: int = 10,
-              total: int | None = None, title: str = ""):
-    """Loss terms over training steps (thin: raw, thick: running mean over `smooth` steps), log scale."""
+              total: int | None = None, title: str = "", log: bool | None = None):
+    """Loss terms over training steps (thin: raw, thick: running mean over `smooth` steps). Default keys:
+    "loss" and every term that differs from it; `log` scale by default when the values span over 10×."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
-    keys = keys or (list(history[0]) if history else ["loss"])
+    if keys is None:
+        keys = [k for k in (history[0] if history else {"loss": 0})
+                if k == "loss" or any(h.get(k) != h.get("loss") for h in history)]
     steps = np.arange(1, len(history) + 1)
     for k in keys:
         v = np.array([h.get(k, np.nan) for h in history], dtype=float)
@@ -362,7 +365,10 @@ def loss_plot(history: list[dict], keys: list[str] | None = None, ax=None, smoot
             line.set_label(k)
     if total:
         ax.set_xlim(0, total)
-    if history and np.nanmin([h.get(k, np.nan) for h in history for k in keys]) > 0:
+    vals = np.array([h.get(k, np.nan) for h in history for k in keys], dtype=float)
+    if log is None:
+        log = bool(len(vals)) and np.nanmin(vals) > 0 and np.nanmax(vals) > 10 * np.nanmin(vals)
+    if log:
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -375,9 +381,10 @@ def loss_plot(history: list[dict], keys: list[str] | None = None, ax=None, smoot
 # -- embeddings (plotly) --------------------------------------------------------------------------------
 def embedding_figure(panels: dict[str, np.ndarray], color: list[str], symbol: list[str] | None = None,
                      hover: list[str] | None = None, title: str = "", height: int = 380,
-                     marker_size: int = 6):
+                     marker_size: int = 6, symbols: dict[str, str] | None = None):
     """Side-by-side 2-D scatters (one per panel, e.g. teacher / student / residual) of the same points,
-    coloured by `color` (e.g. class), shaped by `symbol` (e.g. normal / defect), hover text `hover`."""
+    coloured by `color` (e.g. class), shaped by `symbol` (e.g. normal / defect), hover text `hover`.
+    `symbols` maps symbol values to plotly marker symbols (default: circle, x, diamond, ... by first use)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -390,8 +397,11 @@ def embedding_figure(panels: dict[str, np.ndarray], color: list[str], symbol: li
                "#bcbd22", "#17becf"]
     shapes = ["circle", "x", "diamond", "square", "triangle-up", "cross"]
     colors = {c: palette[i % len(palette)] for i, c in enumerate(dict.fromkeys(color))}
-    symbols = {s: shapes[i % len(shapes)] for i, s in enumerate(dict.fromkeys(symbol))}
-    groups = list(dict.fromkeys(zip(color, symbol)))
+    symbols = {**{s: shapes[i % len(shapes)] for i, s in enumerate(dict.fromkeys(symbol))}, **(symbols or {})}
+    # draw groups symbol by symbol, in the order of `symbols` when given (e.g. normals first, defects on top)
+    sym_order = list(dict.fromkeys(list(symbols or {}) + symbol))
+    col_order = list(dict.fromkeys(color))
+    groups = sorted(dict.fromkeys(zip(color, symbol)), key=lambda g: (sym_order.index(g[1]), col_order.index(g[0])))
     for j, name in enumerate(names):
         xy = np.asarray(panels[name], dtype=float)
         for c, s in groups:

@@ -81,7 +81,7 @@ def test_failures_picks_high_normals_and_low_defects(preds_images):
     assert len(items) == 2 * 2 * len(preds)
     p = preds["brick"]
     top_normal = int(np.argmax(np.where(p["label"] == 0, p["score"], -np.inf)))
-    assert f"{p['score'][top_normal]:.3g}" in items[0]["title"] and "normal, high" in items[0]["title"]
+    assert f"{p['score'][top_normal]:.2f}" in items[0]["title"] and "normal, high" in items[0]["title"]
     assert "defect, low" in items[2]["title"]
     fig = viz.gallery(items, ncols=4)
     assert len([ax for ax in fig.axes if ax.images]) == len(items)
@@ -103,6 +103,7 @@ def test_loss_plot_and_live_loss_png():
     hist = [{"loss": 1.0 / (i + 1), "rd": 1.0 / (i + 1)} for i in range(30)]
     ax = viz.loss_plot(hist, total=40)
     assert ax.get_yscale() == "log" and ax.get_xlim()[1] == 40
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["loss"]  # "rd" repeats it: not drawn
     live = widgets.LiveLoss(total=30, every=1000)
     for i, h in enumerate(hist[:5]):
         live(i, h)
