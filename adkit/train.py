@@ -130,7 +130,9 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
     t_feats = teacher_features(model.teacher, images, device=device, progress=progress)
     images = images.to(device)
     model.train()
-    bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress)
+    # redrawn at most once a second: in a notebook every redraw is a few widget messages, and a flood of
+    # them can outrun a test runner's output timeout (nbval waits 5 s for a cell's last message)
+    bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, mininterval=1.0)
     for step in bar:
         idx = _batch_indices(len(images), batch_size, seed, step).to(device)
         out = model(images[idx], [t[idx] for t in t_feats])
@@ -140,7 +142,7 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         opt.step()
         row = {k: float(v.detach()) for k, v in losses.items()}
         history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
         if callback is not None:
             callback(step, row)
         done = step + 1
