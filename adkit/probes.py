@@ -38,22 +38,27 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def _model_for(models_by_name: dict, cls: str):
-    return models_by_name.get(cls) or models_by_name[ALL]
+def model_for(models: dict, cls: str):
+    """The model that scores class `cls` in a run's `{name: model}`: its own (one-class) or the shared one."""
+    if cls in models:
+        return models[cls]
+    if ALL in models:
+        return models[ALL]
+    raise KeyError(f"no model for class {cls!r}; the run has {sorted(models)}")
 
 
 def mixup_probe(models_by_name: dict, a_imgs: np.ndarray, b_imgs: np.ndarray, a: str, b: str,
                 lambdas=LAMBDAS) -> dict:
     """Blend-vs-normal AUROC and score statistics per λ; see the module docstring."""
     n = min(len(a_imgs), len(b_imgs))
-    normal_scores = {a: predict(_model_for(models_by_name, a), to_tensor(a_imgs))["score"],
-                     b: predict(_model_for(models_by_name, b), to_tensor(b_imgs))["score"]}
+    normal_scores = {a: predict(model_for(models_by_name, a), to_tensor(a_imgs))["score"],
+                     b: predict(model_for(models_by_name, b), to_tensor(b_imgs))["score"]}
     res = {"classes": [a, b], "lambda": [float(x) for x in lambdas], "auroc": [], "ratio": [], "reference": [],
            "_blend_scores": [], "_normal_scores": normal_scores, "_blends": []}
     for lam in lambdas:
         blends = np.stack([defects.mixup(a_imgs[i], b_imgs[i], lam) for i in range(n)])
         ref = a if lam >= 0.5 else b
-        s_blend = predict(_model_for(models_by_name, ref), to_tensor(blends))["score"]
+        s_blend = predict(model_for(models_by_name, ref), to_tensor(blends))["score"]
         s_norm = normal_scores[ref]
         labels = np.r_[np.zeros(len(s_norm)), np.ones(len(s_blend))]
         res["auroc"].append(metrics.image_auroc(np.r_[s_norm, s_blend], labels))
@@ -111,7 +116,7 @@ def cutpaste_run(run_dir, a: str, b: str, data_name: str | None = None, root=Non
     cfg, models_by_name, name, root = _run_data(run_dir, data_name, root)
     src = load_images(name, root, a, cfg.image_size, n=n)
     tgt = load_images(name, root, b, cfg.image_size, n=n)
-    res = cutpaste_probe(_model_for(models_by_name, b), src, tgt, seed, size_frac)
+    res = cutpaste_probe(model_for(models_by_name, b), src, tgt, seed, size_frac)
     res.update(probe="cutpaste", classes=[a, b], run=str(run_dir), setting=cfg.setting, model=cfg.model)
     return res
 

@@ -18,20 +18,10 @@ import numpy as np
 from . import viz
 from .data import defects
 from .evaluate import predict
-from .probes import to_tensor
-from .train import ALL
+from .probes import model_for, to_tensor
 
 
 # -- plain functions ------------------------------------------------------------------------------------
-def model_for(models: dict, cls: str):
-    """The model that scores class `cls` in a run's `{name: model}`: its own (one-class) or the shared one."""
-    if cls in models:
-        return models[cls]
-    if ALL in models:
-        return models[ALL]
-    raise KeyError(f"no model for class {cls!r}; the run has {sorted(models)}")
-
-
 def paste_patch(source: np.ndarray, target: np.ndarray, size: float = 0.25, cy: float = 0.5,
                 cx: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """A square patch (side `size` × image side) cut from the centre of `source`, pasted onto `target`
