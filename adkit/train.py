@@ -107,10 +107,24 @@ def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tenso
     return torch.randint(0, n, (batch_size,), generator=g)
 
 
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices `(fit, calibrate)` of `n` training images: a seeded random `fraction` of them (at least one
+    image, never all) is kept out of training for calibration."""
+    if not 0 < fraction < 1 or n < 2:
+        raise ValueError(f"calibration holdout must be in (0, 1) and leave images to train on and to calibrate "
+                         f"with; got {fraction} of {n} images")
+    n_cal = min(n - 1, max(1, round(n * fraction)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_cal:].sort().values, perm[:n_cal].sort().values
+
+
 def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int = 16, seed: int = 0,
         ckpt: Path | None = None, settings: dict | None = None, save_every: int = 200, progress: bool = True,
         desc: str = "training", history: list | None = None, callback=None) -> list[dict]:
     """Train `model` on normal `images` (N,3,H,W) for `iters` steps; resume from `ckpt` if it has a partial run.
+
+A fraction `model.calibration_holdout` of the images is kept out of training and passed to `model.calibrate`
+at the end (all of them when it is 0).
 
     Returns the loss history (one dict per step). `callback(step, losses)` is called after each step.
     """
@@ -129,6 +143,11 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         return history
     t_feats = teacher_features(model.teacher, images, device=device, progress=progress)
     images = images.to(device)
+    cal_images, cal_feats = images, t_feats
+    if model.calibration_holdout > 0:
+        fit_idx, cal_idx = holdout_split(len(images), model.calibration_holdout, seed)
+        cal_images, cal_feats = images[cal_idx], [t[cal_idx] for t in t_feats]
+        images, t_feats = images[fit_idx], [t[fit_idx] for t in t_feats]
     model.train()
     # redrawn at most once a second: in a notebook every redraw is a few widget messages, and a flood of
     # them can outrun a test runner's output timeout (nbval waits 5 s for a cell's last message)
@@ -149,12 +168,12 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         if ckpt is not None and (done % save_every == 0 or done == iters):
             if done == iters:
                 model.eval()
-                model.calibrate(images, t_feats)
+                model.calibrate(cal_images, cal_feats)
             info = dict(settings or {}, step=done, done=done == iters, history=history)
             checkpoint.save(ckpt, model.student_state_dict(), info, opt if done < iters else None)
     if ckpt is None:
         model.eval()
-        model.calibrate(images, t_feats)
+        model.calibrate(cal_images, cal_feats)
     model.eval()
     return history
 

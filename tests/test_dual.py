@@ -119,3 +119,46 @@ def test_bad_options_are_errors(teacher):
         models.create("dual", teacher=teacher, split=3)
     with pytest.raises(ValueError, match="mean"):
         models.create("dual", teacher=teacher, group_merge="mean")
+
+
+def test_holdout_split_is_disjoint_seeded_and_bounded():
+    from adkit.train import holdout_split
+
+    fit_idx, cal_idx = holdout_split(50, 0.2, seed=3)
+    assert len(cal_idx) == 10 and len(fit_idx) == 40
+    assert sorted(torch.cat([fit_idx, cal_idx]).tolist()) == list(range(50))
+    again = holdout_split(50, 0.2, seed=3)
+    assert torch.equal(again[1], cal_idx) and not torch.equal(holdout_split(50, 0.2, seed=4)[1], cal_idx)
+    assert [len(i) for i in holdout_split(3, 0.01, 0)] == [2, 1]  # at least one image to calibrate with
+    assert [len(i) for i in holdout_split(3, 0.9, 0)] == [1, 2]  # and at least one to train on
+    for bad_fraction, n in ((1.0, 10), (0.0, 10), (0.5, 1)):
+        with pytest.raises(ValueError, match="holdout"):
+            holdout_split(n, bad_fraction, 0)
+
+
+@pytest.mark.parametrize("holdout", [0.0, 0.25])
+def test_calibration_sees_only_held_out_normals(teacher, holdout):
+    torch.manual_seed(0)
+    m = models.create("dual", teacher=teacher, calib_holdout=holdout)
+    x = torch.rand(8, 3, 32, 32)
+    x[:, 0, 0, 0] = torch.arange(8) / 8  # a tag per image, to tell which images reach each step
+    trained, calibrated = set(), []
+    real_forward, real_calibrate = m.forward, m.calibrate
+
+    def forward(xb, t_feats=None):
+        if m.training:
+            trained.update(round(float(v) * 8) for v in xb[:, 0, 0, 0])
+        return real_forward(xb, t_feats)
+
+    def calibrate(xs, t_feats=None):
+        calibrated.extend(round(float(v) * 8) for v in xs[:, 0, 0, 0])
+        return real_calibrate(xs, t_feats)
+
+    m.forward, m.calibrate = forward, calibrate
+    fit(m, x, iters=12, batch_size=4, progress=False)
+    if holdout == 0:
+        assert sorted(calibrated) == list(range(8))  # the training images themselves
+    else:
+        assert len(calibrated) == 2 and not trained & set(calibrated) and trained | set(calibrated) <= set(range(8))
+    with pytest.raises(ValueError, match="calib_holdout"):
+        models.create("dual", teacher=teacher, calib_holdout=1.0)

@@ -185,6 +185,29 @@ def test_check(built, tmp_path):
     assert any("recipe.json" in p for p in mini.check(copy)["problems"])
 
 
+def test_semantic_view_holds_out_the_other_classes(built, monkeypatch):
+    train = adkit.data.load_records("mini_semantic", built, "train", ["cat", "brick"])
+    test = adkit.data.load_records("mini_semantic", built, "test", ["cat", "brick"])
+    assert {r.cls for r in train + test} == {"brick+cat"}
+    assert len(train) == 2 * SMALL.n_train and {r.meta for r in train} == {(("true_class", "brick"),),
+                                                                              (("true_class", "cat"),)}
+    n_classes = len(mini.CLASSES)
+    assert len(test) == n_classes * SMALL.n_test_good  # normal photos only: no synthetic defects
+    anomalies = [r for r in test if r.label == 1]
+    assert len(anomalies) == (n_classes - 2) * SMALL.n_test_good
+    assert {r.defect for r in anomalies} == set(mini.CLASSES) - {"cat", "brick"}
+    assert all(r.defect == dict(r.meta)["true_class"] and not r.mask_paths for r in anomalies)
+    with pytest.raises(DataError, match="unknown class.*dog"):
+        adkit.data.load_records("mini_semantic", built, "train", ["dog"])
+    with pytest.raises(DataError, match="nothing is left"):
+        adkit.data.load_records("mini_semantic", built, "train", list(mini.CLASSES))
+    counts = adkit.data.check("mini_semantic", built, ["cat"])["counts"]["cat"]
+    assert counts["train"] == {"good": SMALL.n_train} and counts["test"]["good"] == SMALL.n_test_good
+    # without a root it reads mini's folder under $ADKIT_DATA
+    monkeypatch.setenv("ADKIT_DATA", str(built.parent))
+    assert adkit.data.default_root("mini_semantic") == built
+
+
 # ---- defect functions ------------------------------------------------------------------------------------
 
 

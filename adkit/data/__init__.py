@@ -18,6 +18,7 @@ from .core import GOOD, DataError, ImageDataset, Record, data_root, load_all, st
 FORMATS = {
     "mvtec": "adkit.data.mvtec",
     "mini": "adkit.data.mini",
+    "mini_semantic": "adkit.data.mini_semantic",
     "visa": "adkit.data.visa",
     "mvtec_loco": "adkit.data.mvtec_loco",
     "realiad": "adkit.data.realiad",
@@ -39,8 +40,9 @@ def format_module(name: str):
 
 
 def default_root(name: str, root: str | Path | None = None) -> Path:
-    """Where a dataset lives: `root` if given, else `$ADKIT_DATA/<name>` (default `./data/<name>`)."""
-    return Path(root) if root else data_root() / name
+    """Where a dataset lives: `root` if given, else `$ADKIT_DATA/<folder>` (default `./data/<folder>`); the
+    folder is the format's name unless its module names another (`FOLDER`: mini_semantic reads mini)."""
+    return Path(root) if root else data_root() / getattr(format_module(name), "FOLDER", name)
 
 
 def load_records(name: str, root: str | Path | None = None, split: str = "train",

@@ -5,6 +5,10 @@
     maps = model.maps(out)           # dict of (B,1,H,W) maps; "amap" is the final one
     amap, score = model.predict(x)   # final map and image score, no gradients
     model.calibrate(xs)              # optional: statistics of training normals (no-op by default)
+
+A model that calibrates may ask the loop to keep a fraction of the training normals out of training
+(`calibration_holdout`) and calibrate on those instead: scores of images a student was fitted on are
+optimistic.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class ADModel(nn.Module):
     """Base class: a frozen `teacher` plus trainable student parts; subclasses fill in the four methods."""
 
     name = "base"
+    calibration_holdout: float = 0.0  # fraction of training normals kept out of training, for `calibrate`
 
     def __init__(self, teacher: Teacher, config):
         super().__init__()

@@ -8,7 +8,8 @@ Idea: one frozen teacher, two students. An encoder–decoder (E–D) student, Di
 the teacher's feature maps from a noisy bottleneck and catches small local defects (the local map and its
 top-1% score). An encoder–encoder (E–E) student, the teacher's architecture trained from scratch on the
 image, reproduces the teacher's global descriptor and catches semantic anomalies (`s_E = 1 − cos`). Each
-score becomes a probability by a monotone link calibrated on training normals, and the two are fused by
+score becomes a probability by a monotone link calibrated on normals held out of training (a fifth of the
+training set by default: `calib_holdout`), and the two are fused by
 Noisy-OR, `P = 1 − (1 − p_D)(1 − p_E)`.
 
 An honest note on the fusion: with the default link `p = 1 − exp(−s/τ)`,
@@ -65,7 +66,10 @@ class DualConfig:
     ee_arch: str | None = None  # None: the teacher's architecture (random init); or a timm name, e.g. resnet18
     # probabilities, objective and fusion
     link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
-    tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of training-normal scores maps to p = 0.5
+    tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of held-out normal scores maps to p = 0.5
+    # calibrate τ, mean, std on this fraction of the training normals, kept out of training (0: calibrate on
+    # the training images themselves; the E–E student overfits them, so τ_E comes out far too small)
+    calib_holdout: float = 0.2
     tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
     w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
     w_semantic: float = 1.0  # weight of −log(1 − p_E)
@@ -154,6 +158,8 @@ class DualStudent(ADModel):
         c = config
         if c.link not in LINKS or c.fusion not in FUSIONS:
             raise ValueError(f"link must be one of {LINKS} and fusion one of {FUSIONS}")
+        if not 0 <= c.calib_holdout < 1:
+            raise ValueError(f"calib_holdout must be in [0, 1), got {c.calib_holdout}")
         n = len(teacher.channels)
         self.split = c.split if c.split is not None else (2 if teacher.kind == "cnn" else n // 2)
         self.merge = c.group_merge or ("concat" if teacher.kind == "cnn" else "mean")
@@ -171,11 +177,15 @@ class DualStudent(ADModel):
         kwargs = {"dynamic_img_size": True} if arch.startswith("vit") else {}
         self.encoder = timm.create_model(arch, pretrained=False, num_classes=0, **kwargs)
         self.head = nn.Linear(self.encoder.num_features, teacher.channels[-1])
-        # link parameters and z-score statistics per branch, set by `calibrate` on training normals
+        # link parameters and z-score statistics per branch, set by `calibrate` on held-out training normals
         for b in BRANCHES:
             self.register_buffer(f"tau_{b}", torch.tensor(1.0))
             self.register_buffer(f"mean_{b}", torch.tensor(0.0))
             self.register_buffer(f"std_{b}", torch.tensor(1.0))
+
+    @property
+    def calibration_holdout(self) -> float:
+        return self.config.calib_holdout
 
     @property
     def main_score(self) -> str:
@@ -252,7 +262,8 @@ class DualStudent(ADModel):
     @torch.no_grad()
     def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None,
                   batch_size: int = 32) -> None:
-        """Per branch, on training normals: τ = s_q / ln 2 (q = `tau_quantile`), mean and std of the score."""
+        """Per branch, on normals (the held-out training normals, see `calib_holdout`): τ = s_q / ln 2
+        (q = `tau_quantile`), mean and std of the score."""
         was = self.training
         self.eval()
         rows = []
