@@ -52,6 +52,12 @@ def comparison_table(results: dict[str, dict], keys=("image_auroc", "pixel_auroc
         for r, maps in extra.items():
             lines.append(f"- {r}: " + ", ".join(f"{k} {_fmt(v['image_auroc'])} / {_fmt(v['pixel_auroc'])}"
                                                  for k, v in maps.items()))
+    scores = {r: res["scores"] for r, res in results.items() if "scores" in res}
+    if scores:
+        lines += ["", "Image scores of the dual student, mean image AUROC (%)", ""]
+        for r, by_score in scores.items():
+            lines.append(f"- {r}: " + ", ".join(f"{k.removeprefix('score_')} {_fmt(v['image_auroc'])}"
+                                                 for k, v in by_score.items()))
     return "\n".join(lines)
 
 

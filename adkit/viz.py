@@ -119,6 +119,27 @@ def score_hist(groups: dict[str, np.ndarray], bins: int = 30, ax=None, title: st
     return ax
 
 
+def noisy_or_plane(groups: dict[str, tuple[np.ndarray, np.ndarray]], ax=None, title: str = "",
+                   levels: tuple[float, ...] = (0.5, 0.75, 0.9, 0.99)):
+    """The dual student's two probabilities as a point per image, `(p_local, p_semantic)` per group, over
+    the contours of their Noisy-OR `P = 1 − (1 − p_local)(1 − p_semantic)`."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.8, 3.6))
+    g = np.linspace(0, 1, 201)
+    px, py = np.meshgrid(g, g)
+    cs = ax.contour(px, py, 1 - (1 - px) * (1 - py), levels=list(levels), colors="gray", linewidths=0.8)
+    ax.clabel(cs, fmt=lambda v: f"P={v:g}", fontsize=7)
+    for name, (p_local, p_semantic) in groups.items():
+        ax.scatter(p_local, p_semantic, s=10, alpha=0.6, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("p_local (E–D student)")
+    ax.set_ylabel("p_semantic (E–E student)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return ax
+
+
 # -- notebooks ------------------------------------------------------------------------------------------
 def notebook_defaults(dpi: int = 72, jpeg_quality: int | None = 80) -> None:
     """Small stored outputs: plotly figures as JSON (no embedded plotly.js), matplotlib figures at `dpi`,

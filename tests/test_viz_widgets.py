@@ -121,6 +121,18 @@ def test_embedding_figure_is_plotly_json_with_one_legend_per_group():
     fig.to_json()
 
 
+def test_noisy_or_plane_draws_each_group_over_the_fused_contours():
+    rng = np.random.default_rng(0)
+    groups = {"normal": (rng.random(5) * 0.5, rng.random(5) * 0.5), "anomaly": (rng.random(3), rng.random(3))}
+    ax = viz.noisy_or_plane(groups, levels=(0.5, 0.9))
+    offsets = [c.get_offsets() for c in ax.collections if len(c.get_offsets()) in (3, 5)]
+    assert [len(o) for o in offsets] == [5, 3]
+    assert np.allclose(offsets[0][:, 0], groups["normal"][0]) and np.allclose(offsets[1][:, 1], groups["anomaly"][1])
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels and set(labels) <= {"P=0.5", "P=0.9"}  # the contour labels are the fused probability
+    plt.close("all")
+
+
 def test_paste_patch_places_a_centred_square():
     src = np.full((32, 32, 3), 200, np.uint8)
     tgt = np.zeros((32, 32, 3), np.uint8)

@@ -240,13 +240,14 @@ class DualStudent(ADModel):
 
     @torch.no_grad()
     def image_scores(self, images: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
-        """The `report_scores` of a stack of images `(N,3,H,W)`, in batches, on the CPU."""
+        """Every score of `scores` (the `report_scores` and each branch's p) for a stack of images `(N,3,H,W)`,
+        in batches, on the CPU."""
         was = self.training
         self.eval()
         device = self.mean_local.device
         rows = [self.scores(self(images[i:i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
         self.train(was)
-        return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in self.report_scores}
+        return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in rows[0]}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None
