@@ -1,6 +1,8 @@
-"""The SNL ablation as one loop: base → +spatial-channel → +intra → +inter → +CRAM, one-class and multi-class.
+"""Ablations. SNL as one loop: base → +spatial-channel → +intra → +inter → +CRAM, one-class and multi-class;
+and the dual student's fusion on one trained run (`dual_ablation`).
 
     python -m adkit.ablation --out runs/ablation --classes brick,grass,cat,coffee --iters-one 100
+    python -m adkit.ablation --dual runs/digits-dual            # each branch, sum, Noisy-OR × link × calibration
 
 Each step is a cumulative set of `rd+snl` (or `fd+snl`) options (`adkit.models.snl.ABLATION`); every run
 goes through `cached_run`, so re-running the loop only trains what is missing. Prints a markdown table
@@ -10,14 +12,15 @@ of mean image AUROC / pixel AUROC / AUPRO, and the cross-class cut-paste subset,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
 
-from . import checkpoint
-from .evaluate import _jsonable, evaluate
+from . import checkpoint, data
+from .evaluate import _jsonable, evaluate, predict_classes, score_sets
 from .models.snl import ABLATION
-from .train import TrainConfig, cached_run
+from .train import ALL, TrainConfig, cached_run, holdout_split, load_run
 
 
 def run_ablation(out: str | Path, classes: list[str], iters_one: int = 100, image_size: int = 128,
@@ -37,6 +40,43 @@ def run_ablation(out: str | Path, classes: list[str], iters_one: int = 100, imag
             print(f"{step:18s} {setting:12s} " + format_row(rows[f"{step} | {setting}"]), file=sys.stderr)
     checkpoint.write_json(out / "ablation.json", _jsonable(rows))
     return rows
+
+
+def dual_ablation(run_dir: str | Path, links: tuple[str, ...] = ("exp", "logistic"), data_name: str | None = None,
+                  classes: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Mean image AUROC of every score of a trained multi-class `dual` run — E–D alone, E–E alone, the sum of
+    z-scored scores, Noisy-OR — with each link, calibrated on the held-out training normals (as trained) and on
+    the images the students were fitted on. Only the calibration is redone; the students are the run's own.
+    `data_name`/`classes`: another test set (e.g. "mini_semantic")."""
+    cfg, models_by_name = load_run(run_dir)
+    model = models_by_name.get(ALL)
+    if model is None or model.name != "dual":
+        raise ValueError(f"{run_dir}: dual_ablation needs a multi-class run of the dual model")
+    train_recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
+    images = data.load_all(data.ImageDataset(train_recs, cfg.image_size))["image"]
+    fit_idx, cal_idx = (holdout_split(len(images), model.calibration_holdout, cfg.seed) if model.calibration_holdout
+                        else (slice(None), slice(None)))
+    test_root = cfg.root if data_name in (None, cfg.data) else None
+    test_classes = classes or (list(cfg.classes) if cfg.classes else None)
+    test = data.load_records(data_name or cfg.data, test_root, "test", test_classes)
+    config, rows = model.config, {}
+    for link in links:
+        for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):
+            model.config = dataclasses.replace(config, link=link)
+            model.calibrate(images[idx])
+            preds = predict_classes({ALL: model}, test, cfg.image_size, progress=False)
+            rows[f"{link} link, calibrated on {where} normals"] = {
+                k.removeprefix("score_"): score_sets(preds, None, k)["mean"]["image_auroc"]
+                for k in model.report_scores}
+    model.config = config
+    return rows
+
+
+def dual_markdown(rows: dict[str, dict[str, float]]) -> str:
+    keys = list(next(iter(rows.values())))
+    lines = ["| calibration | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    lines += [f"| {name} | " + " | ".join(_pct(r[k]) for k in keys) + " |" for name, r in rows.items()]
+    return "\n".join(lines)
 
 
 def _pct(v) -> str:
@@ -66,7 +106,12 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--base", default="rd", choices=["rd", "fd"])
     p.add_argument("--steps", default=None, help="comma-separated subset of " + ", ".join(ABLATION))
+    p.add_argument("--dual", default=None, metavar="RUN", help="instead: the fusion ablation of a trained dual run")
+    p.add_argument("--data", default=None, help="with --dual: another test set, e.g. mini_semantic")
     a = p.parse_args(argv)
+    if a.dual:
+        print(dual_markdown(dual_ablation(a.dual, data_name=a.data)))
+        return 0
     rows = run_ablation(a.out, a.classes.split(","), a.iters_one, a.image_size, a.base,
                         steps=a.steps.split(",") if a.steps else None)
     print(markdown(rows))

@@ -163,3 +163,22 @@ def test_calibration_sees_only_held_out_normals(teacher, holdout):
         assert len(calibrated) == 2 and not trained & set(calibrated) and trained | set(calibrated) <= set(range(8))
     with pytest.raises(ValueError, match="calib_holdout"):
         models.create("dual", teacher=teacher, calib_holdout=1.0)
+
+
+def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
+    from adkit.ablation import dual_ablation, dual_markdown
+    from adkit.train import TrainConfig, train
+
+    cfg = TrainConfig(data="mvtec", root=str(mvtec_root), setting="multi-class", model="dual", image_size=32,
+                      iters=4, batch_size=4, options={"calib_holdout": 0.25})
+    run = train(cfg, tmp_path / "run", progress=False)
+    rows = dual_ablation(run)
+    assert len(rows) == 4 and all(set(r) == {"local", "semantic", "sum", "noisy_or"} for r in rows.values())
+    assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())
+    # a branch alone ranks raw scores: no calibration changes it
+    assert len({(r["local"], r["semantic"]) for r in rows.values()}) == 1
+    assert "| exp link, calibrated on held-out normals |" in dual_markdown(rows)
+    rd = train(TrainConfig(**{**cfg.to_dict(), "model": "rd", "options": {}, "classes": None}), tmp_path / "rd",
+               progress=False)
+    with pytest.raises(ValueError, match="dual"):
+        dual_ablation(rd)
