@@ -46,18 +46,18 @@ def comparison_table(results: dict[str, dict], keys=("image_auroc", "pixel_auroc
         for d in defects:
             lines.append(f"| {d} | " + " | ".join(_fmt(results[r]["defects"][d]["image_auroc"]) for r in runs)
                          + " |")
-    extra = {r: res["maps"] for r, res in results.items() if "maps" in res}
-    if extra:
-        lines += ["", "SNL maps alone, mean image AUROC / pixel AUROC (%)", ""]
-        for r, maps in extra.items():
-            lines.append(f"- {r}: " + ", ".join(f"{k} {_fmt(v['image_auroc'])} / {_fmt(v['pixel_auroc'])}"
-                                                 for k, v in maps.items()))
-    scores = {r: res["scores"] for r, res in results.items() if "scores" in res}
-    if scores:
-        lines += ["", "Image scores of the dual student, mean image AUROC (%)", ""]
-        for r, by_score in scores.items():
-            lines.append(f"- {r}: " + ", ".join(f"{k.removeprefix('score_')} {_fmt(v['image_auroc'])}"
-                                                 for k, v in by_score.items()))
+    # the extra maps (SNL) and extra image scores (dual student) that `evaluate` reports, one line per run
+    for key, heading, cell in (
+        ("maps", "SNL maps alone, mean image AUROC / pixel AUROC (%)",
+         lambda v: f"{_fmt(v['image_auroc'])} / {_fmt(v['pixel_auroc'])}"),
+        ("scores", "Image scores of the dual student, mean image AUROC (%)", lambda v: _fmt(v["image_auroc"])),
+    ):
+        extra = {r: res[key] for r, res in results.items() if key in res}
+        if extra:
+            lines += ["", heading, ""]
+            for r, by_name in extra.items():
+                items = (f"{k.removeprefix('score_')} {cell(v)}" for k, v in by_name.items())
+                lines.append(f"- {r}: " + ", ".join(items))
     return "\n".join(lines)
 
 

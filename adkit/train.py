@@ -123,8 +123,8 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         desc: str = "training", history: list | None = None, callback=None) -> list[dict]:
     """Train `model` on normal `images` (N,3,H,W) for `iters` steps; resume from `ckpt` if it has a partial run.
 
-A fraction `model.calibration_holdout` of the images is kept out of training and passed to `model.calibrate`
-at the end (all of them when it is 0).
+    A fraction `model.calibration_holdout` of the images is kept out of training and passed to
+    `model.calibrate` at the end (all of them when it is 0).
 
     Returns the loss history (one dict per step). `callback(step, losses)` is called after each step.
     """

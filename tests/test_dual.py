@@ -182,3 +182,18 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
                progress=False)
     with pytest.raises(ValueError, match="dual"):
         dual_ablation(rd)
+
+
+def test_comparison_table_lists_each_dual_score_and_each_snl_map():
+    from adkit.demo import comparison_table
+
+    def result(**extra):
+        return {"classes": {"cat": {"image_auroc": 0.5}}, "defects": {},
+                "mean": {"image_auroc": 0.5, "pixel_auroc": 0.6, "aupro": 0.4}, **extra}
+
+    table = comparison_table({"RD+SNL": result(maps={"local": {"image_auroc": 0.81, "pixel_auroc": 0.9}}),
+                              "dual": result(scores={"score_local": {"image_auroc": 0.91},
+                                                     "score_noisy_or": {"image_auroc": 0.786}})})
+    assert "- RD+SNL: local  81.0 /  90.0" in table
+    assert "- dual: local  91.0, noisy_or  78.6" in table
+    assert "dual:" not in table.split("SNL maps alone")[1].split("Image scores")[0]  # each run under its own heading

@@ -68,7 +68,8 @@ class DualConfig:
     link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
     tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of held-out normal scores maps to p = 0.5
     # calibrate τ, mean, std on this fraction of the training normals, kept out of training (0: calibrate on
-    # the training images themselves; the E–E student overfits them, so τ_E comes out far too small)
+    # the images the students were fitted on, whose scores are optimistic: on digits the E–E student fits them
+    # closely and τ_E comes out too small)
     calib_holdout: float = 0.2
     tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
     w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
