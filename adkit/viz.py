@@ -136,7 +136,7 @@ def noisy_or_plane(groups: dict[str, tuple[np.ndarray, np.ndarray]], ax=None, ti
     ax.set_xlabel("p_local (E–D student)")
     ax.set_ylabel("p_semantic (E–E student)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")
     return ax
 
 
