@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from . import checkpoint, data
-from .evaluate import _jsonable, evaluate, predict_classes, score_sets
+from .evaluate import _jsonable, evaluate, predict_classes, score_sets, test_records
 from .models.snl import ABLATION
 from .train import ALL, TrainConfig, cached_run, holdout_split, load_run
 
@@ -56,9 +56,7 @@ def dual_ablation(run_dir: str | Path, links: tuple[str, ...] = ("exp", "logisti
     images = data.load_all(data.ImageDataset(train_recs, cfg.image_size))["image"]
     fit_idx, cal_idx = (holdout_split(len(images), model.calibration_holdout, cfg.seed) if model.calibration_holdout
                         else (slice(None), slice(None)))
-    test_root = cfg.root if data_name in (None, cfg.data) else None
-    test_classes = classes or (list(cfg.classes) if cfg.classes else None)
-    test = data.load_records(data_name or cfg.data, test_root, "test", test_classes)
+    test = test_records(cfg, data_name, classes=classes)
     config, rows = model.config, {}
     for link in links:
         for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):

@@ -106,15 +106,22 @@ def predict_classes(models_by_name: dict, records: list[data.Record], image_size
     return preds
 
 
+def test_records(cfg, data_name: str | None = None, root: str | None = None,
+                 classes: list[str] | None = None) -> list[data.Record]:
+    """The test records a run is scored on: its own data, root and classes unless others are given (the run's
+    root only goes with its own data format)."""
+    root = root if root is not None else (cfg.root if data_name in (None, cfg.data) else None)
+    classes = classes or (list(cfg.classes) if cfg.classes else None)
+    return data.load_records(data_name or cfg.data, root, "test", classes)
+
+
 def evaluate(run_dir: str | Path, data_name: str | None = None, root: str | None = None,
              classes: list[str] | None = None, progress: bool = True, save: bool = True,
              return_preds: bool = False, device: torch.device | None = None):
     """Evaluate a run on a test set (default: the one it was trained on); writes `eval.json` in the run."""
     cfg, models_by_name = load_run(run_dir, device or device_default())
     name = data_name or cfg.data
-    root = root if root is not None else (cfg.root if data_name in (None, cfg.data) else None)
-    classes = classes or (list(cfg.classes) if cfg.classes else None)
-    records = data.load_records(name, root, "test", classes)
+    records = test_records(cfg, data_name, root, classes)
     preds = predict_classes(models_by_name, records, cfg.image_size, progress)
     res = score_sets(preds)
     first = next(iter(models_by_name.values()))
