@@ -7,11 +7,12 @@ that are undefined on the input (one class only, no defect regions) return `nan`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from scipy.integrate import trapezoid  # the rule scikit-learn's `auc` uses
 
 ArrayLike = Any  # numpy array, torch tensor or anything np.asarray accepts
 
@@ -59,28 +60,106 @@ def _maps_masks(amaps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndar
 
 
 # ---------------------------------------------------------------------------------------------------
-# threshold-free classification metrics on flat scores
+# one ranking of a score set, shared by every threshold metric
+#
+# Every threshold metric (ROC, PR, F1, PRO) needs, for each distinct score t in descending order, how
+# many positives and negatives score >= t. One value sort of all scores (no permutation: ties are
+# grouped, so their order does not matter) plus a stable argsort of the positives' scores only (few
+# pixels; AUPRO needs their order) gives all of it. The curves below then repeat scikit-learn's own
+# arithmetic step for step (roc_curve with drop_intermediate, precision_recall_curve, trapezoid), so
+# the values are the same floats scikit-learn returns, without its three sorts and input checks.
+
+
+@dataclass(frozen=True)
+class _Ranking:
+    """Counts at each distinct score, descending: `tps[d]`, `fps[d]` = positives, negatives scoring >= it."""
+
+    tps: np.ndarray  # (D,) float64
+    fps: np.ndarray  # (D,) float64
+    pos_order: np.ndarray  # (P,) indices into the positives (flat order), ascending score, ties by index
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.tps[-1])
+
+    @property
+    def n_neg(self) -> int:
+        return int(self.fps[-1])
+
+
+def _rank(s: np.ndarray, y: np.ndarray) -> _Ranking:
+    """Rank flat scores `s` with boolean labels `y` once (raises on NaN or inf, as scikit-learn does)."""
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or inf")
+    asc = np.sort(s)  # values only: tied scores are one threshold, so a stable order is not needed
+    first = np.empty(asc.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(asc[1:], asc[:-1], out=first[1:])
+    starts = np.flatnonzero(first)  # (D,) first index of each distinct value in `asc`
+    pos = s[y]
+    pos_order = np.argsort(pos, kind="stable")
+    # which distinct value each positive has, counted per value, then summed from the top score down
+    per_value = np.bincount(np.searchsorted(asc[starts], pos[pos_order]), minlength=starts.size)  # (D,)
+    tps = np.cumsum(per_value[::-1]).astype(np.float64)  # (D,) descending thresholds from here on
+    fps = (s.size - starts[::-1]) - tps  # all scores >= the threshold, less the positives
+    return _Ranking(tps, fps, pos_order)
+
+
+def _auroc_of(r: _Ranking | None) -> float:
+    """sklearn's roc_auc_score: roc_curve (drop_intermediate=True), then the trapezoid rule."""
+    if r is None or r.n_pos == 0 or r.n_neg == 0:
+        return float("nan")
+    fps, tps = r.fps, r.tps
+    if fps.shape[0] > 2:  # drop points on straight segments, as roc_curve does
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        fps, tps = fps[keep], tps[keep]
+    fps, tps = np.r_[0.0, fps], np.r_[0.0, tps]
+    return float(trapezoid(tps / tps[-1], fps / fps[-1]))
+
+
+def _pr_of(r: _Ranking) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's precision_recall_curve: recall decreasing, ending at (precision 1, recall 0)."""
+    ps = r.tps + r.fps  # >= 1 at every threshold
+    precision = r.tps / ps
+    recall = r.tps / r.tps[-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
+
+
+def _ap_of(r: _Ranking | None) -> float:
+    """Average precision, sklearn's step-wise sum: AP = sum_n (R_n - R_{n-1}) P_n."""
+    if r is None or r.n_pos == 0:
+        return float("nan")
+    p, rec = _pr_of(r)
+    return float(max(0.0, -np.sum(np.diff(rec) * p[:-1])))
+
+
+def _f1_max_of(r: _Ranking | None) -> float:
+    if r is None or r.n_pos == 0:
+        return float("nan")
+    p, rec = _pr_of(r)
+    denom = p + rec
+    # F1 = 2PR / (P + R)
+    f1 = np.divide(2 * p * rec, denom, out=np.zeros_like(denom), where=denom > 0)
+    return float(f1.max())
+
+
+def _ranking(s: np.ndarray, y: np.ndarray, need_negatives: bool = False) -> _Ranking | None:
+    """`_rank(s, y)`, or None where the metrics are `nan` (no positives; for AUROC, no negatives either)."""
+    if not y.any() or (need_negatives and y.all()):
+        return None
+    return _rank(s, y)
 
 
 def _auroc(s: np.ndarray, y: np.ndarray) -> float:
-    if y.all() or not y.any():
-        return float("nan")
-    return float(roc_auc_score(y, s))
+    return _auroc_of(_ranking(s, y, need_negatives=True))
 
 
 def _ap(s: np.ndarray, y: np.ndarray) -> float:
-    if not y.any():
-        return float("nan")
-    return float(average_precision_score(y, s))
+    return _ap_of(_ranking(s, y))
 
 
 def _f1_max(s: np.ndarray, y: np.ndarray) -> float:
-    if not y.any():
-        return float("nan")
-    p, r, _ = precision_recall_curve(y, s)
-    denom = p + r
-    f1 = np.divide(2 * p * r, denom, out=np.zeros_like(denom), where=denom > 0)
-    return float(f1.max())
+    return _f1_max_of(_ranking(s, y))
 
 
 def image_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
@@ -127,26 +206,31 @@ def pixel_f1_max(amaps: ArrayLike, masks: ArrayLike) -> float:
 
 
 def _full_pro_curve(
-    a: np.ndarray, m: np.ndarray, num_thresholds: int | None = None
+    a: np.ndarray, m: np.ndarray, num_thresholds: int | None = None, ranking: _Ranking | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Exact (FPR, PRO) curve from (0, 0) to (1, 1), one point per distinct score; None if undefined."""
+    """Exact (FPR, PRO) curve from (0, 0) to (1, 1), one point per distinct score; None if undefined.
+
+    `ranking`: `_rank(a.ravel(), m.ravel())` if the caller already has it (exact curve only).
+    """
     comps, n_comps = ndimage.label(m, structure=_EIGHT_CONNECTED)
     n_normal = m.size - int(m.sum())
     if n_comps == 0 or n_normal == 0:
         return None
-    s, comps, normal = a.ravel(), comps.ravel(), ~m.ravel()
+    s, comps, y = a.ravel(), comps.ravel(), m.ravel()
     if num_thresholds is not None:  # evaluate only at evenly spaced thresholds: quantise to grid indices
         s = np.searchsorted(np.linspace(s.min(), s.max(), num_thresholds), s, side="right")
-    sizes = np.bincount(comps)  # (K+1,); entry 0 counts normal pixels and is never used below
+        ranking = None
+    r = ranking if ranking is not None else _rank(s, y)
+    comps_pos = comps[y]  # (P,) component of each defect pixel, flat order
+    sizes = np.bincount(comps_pos)  # (K+1,); entry 0 is never used
     # a pixel of component k adds 1 / (|C_k| K) to PRO once the threshold drops to its score
-    weight = np.where(comps > 0, 1.0 / (sizes[comps] * n_comps), 0.0)
-    order = np.argsort(s, kind="stable")[::-1]  # descending score
-    s = s[order]
-    fpr = np.cumsum(normal[order]) / n_normal
-    pro = np.cumsum(weight[order])
-    last_of_tie = np.r_[s[1:] != s[:-1], True]  # a threshold admits all pixels with an equal score
-    fpr = np.r_[0.0, fpr[last_of_tie]]
-    pro = np.r_[0.0, np.clip(pro[last_of_tie], 0.0, 1.0)]
+    weight = 1.0 / (sizes[comps_pos] * n_comps)
+    # defect pixels by descending score (ties: later pixel first, as a reversed stable sort of all pixels)
+    cum = np.r_[0.0, np.cumsum(weight[r.pos_order[::-1]])]
+    fpr = r.fps / n_normal
+    pro = cum[r.tps.astype(np.int64)]  # PRO at each threshold: all defect pixels scoring >= it
+    fpr = np.r_[0.0, fpr]
+    pro = np.r_[0.0, np.clip(pro, 0.0, 1.0)]
     return fpr, pro
 
 
@@ -187,7 +271,12 @@ def aupro(
     spaced thresholds instead. `nan` without defect regions or without normal pixels.
     """
     _check_limit(fpr_limit)
-    curve = _full_pro_curve(*_maps_masks(amaps, masks), num_thresholds=num_thresholds)
+    return _aupro(*_maps_masks(amaps, masks), fpr_limit, num_thresholds)
+
+
+def _aupro(a: np.ndarray, m: np.ndarray, fpr_limit: float, num_thresholds: int | None = None,
+           ranking: _Ranking | None = None) -> float:
+    curve = _full_pro_curve(a, m, num_thresholds=num_thresholds, ranking=ranking)
     if curve is None:
         return float("nan")
     fpr, pro = _truncate(*curve, fpr_limit)
@@ -211,16 +300,20 @@ def summarize(
     Pixel metrics are `nan` when the masks contain no defect pixel.
     """
     s, y = _scores_labels(scores, labels)
-    out = {"image_auroc": _auroc(s, y), "image_ap": _ap(s, y), "image_f1_max": _f1_max(s, y)}
+    r = _ranking(s, y)  # one sort of the image scores for the three
+    out = {"image_auroc": _auroc_of(r), "image_ap": _ap_of(r), "image_f1_max": _f1_max_of(r)}
     if amaps is None:
         return out
     if masks is None:
         raise ValueError("summarize: masks are required when amaps are given")
     a, m = _maps_masks(amaps, masks)
-    nan = float("nan")
-    has_defect = bool(m.any())
-    out["pixel_auroc"] = _auroc(a.ravel(), m.ravel()) if has_defect else nan
-    out["pixel_ap"] = _ap(a.ravel(), m.ravel()) if has_defect else nan
-    out["pixel_f1_max"] = _f1_max(a.ravel(), m.ravel()) if has_defect else nan
-    out["aupro"] = aupro(a, m, fpr_limit) if has_defect else nan
+    pixel_keys = ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro")
+    if not m.any():
+        return out | dict.fromkeys(pixel_keys, float("nan"))
+    _check_limit(fpr_limit)
+    r = _rank(a.ravel(), m.ravel())  # the one sort of all pixel scores, shared by the four
+    out["pixel_auroc"] = _auroc_of(r)
+    out["pixel_ap"] = _ap_of(r)
+    out["pixel_f1_max"] = _f1_max_of(r)
+    out["aupro"] = _aupro(a, m, fpr_limit, ranking=r)
     return out

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from adkit import metrics
 
@@ -238,3 +238,66 @@ def test_summarize_keys_and_shapes():
         metrics.summarize(scores, labels[:2])
     with pytest.raises(ValueError, match="masks are required"):
         metrics.summarize(scores, labels, amaps)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the shared ranking: one sort serves every threshold metric, with scikit-learn's exact values
+
+
+def sklearn_f1_max(labels, scores):
+    p, r, _ = precision_recall_curve(labels, scores)
+    denom = p + r
+    return np.max(np.divide(2 * p * r, denom, out=np.zeros_like(denom), where=denom > 0))
+
+
+@pytest.mark.parametrize("decimals", [None, 0, 1, 2])
+@pytest.mark.parametrize("seed", range(4))
+def test_summarize_equals_sklearn_and_reference_exactly(seed, decimals):
+    amaps, masks = random_problem(seed, n=6, size=24, decimals=decimals)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 30)
+    scores = np.round(rng.random(30) + 0.2 * labels, 1)  # many ties
+    out = metrics.summarize(scores, labels, amaps, masks)
+    y, s = masks.ravel(), amaps.ravel()
+    # the same floats, not merely close: the shared pass repeats scikit-learn's arithmetic
+    assert out["image_auroc"] == roc_auc_score(labels, scores)
+    assert out["image_ap"] == average_precision_score(labels, scores)
+    assert out["image_f1_max"] == sklearn_f1_max(labels, scores)
+    assert out["pixel_auroc"] == roc_auc_score(y, s)
+    assert out["pixel_ap"] == average_precision_score(y, s)
+    assert out["pixel_f1_max"] == sklearn_f1_max(y, s)
+    assert out["pixel_f1_max"] == pytest.approx(brute_f1_max(s, y), abs=1e-12)
+    assert out["aupro"] == pytest.approx(reference_aupro(amaps, masks), abs=1e-6)
+    # the one-metric functions give the same values as the shared pass
+    assert out["aupro"] == metrics.aupro(amaps, masks)
+    assert out["pixel_auroc"] == metrics.pixel_auroc(amaps, masks)
+    assert out["image_f1_max"] == metrics.f1_max(scores, labels)
+
+
+def test_ranking_counts_match_brute_force():
+    rng = np.random.default_rng(5)
+    s = np.round(rng.random(300), 1)
+    y = rng.random(300) < 0.3
+    r = metrics._rank(s, y)
+    thresholds = np.unique(s)[::-1]
+    assert np.array_equal(r.tps, [np.sum(y & (s >= t)) for t in thresholds])
+    assert np.array_equal(r.fps, [np.sum(~y & (s >= t)) for t in thresholds])
+    assert np.array_equal(s[y][r.pos_order], np.sort(s[y], kind="stable"))
+
+
+def test_summarize_undefined_cases_are_nan_or_errors_as_sklearn():
+    amaps, masks = random_problem(0)
+    scores = amaps.reshape(len(amaps), -1).max(1)
+    # all defective: AUROC undefined, AP and F1 are 1
+    out = metrics.summarize(scores, np.ones(len(scores)), amaps, np.ones_like(masks))
+    assert math.isnan(out["image_auroc"]) and math.isnan(out["pixel_auroc"]) and math.isnan(out["aupro"])
+    assert out["image_ap"] == out["pixel_ap"] == out["image_f1_max"] == 1.0
+    # no defect: everything nan, even with a NaN score (nothing is ranked)
+    out = metrics.summarize(np.r_[np.nan, scores[1:]], np.zeros(len(scores)))
+    assert all(math.isnan(v) for v in out.values())
+    # NaN or inf scores where a metric is defined raise, as scikit-learn does
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError):
+            metrics.summarize(np.r_[bad, scores[1:]], np.r_[0, np.ones(len(scores) - 1)])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        metrics.pixel_auroc(np.where(masks > 0, np.nan, amaps), masks)
