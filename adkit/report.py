@@ -203,8 +203,9 @@ def paired(a: Sequence[dict], b: Sequence[dict], level: float = 0.95) -> dict:
         raise ValueError("paired: both sides need at least one run")
     sa, sb = _by_seed(a, "a"), _by_seed(b, "b")
     if set(sa) != set(sb):
+        only_a, only_b = _sorted_seeds(set(sa) - set(sb)), _sorted_seeds(set(sb) - set(sa))
         raise ValueError(f"paired: the seeds do not match: a has {_sorted_seeds(sa)}, b has {_sorted_seeds(sb)} "
-                         f"(only in a: {_sorted_seeds(set(sa) - set(sb))}, only in b: {_sorted_seeds(set(sb) - set(sa))})")
+                         f"(only in a: {only_a}, only in b: {only_b})")
     seeds = _sorted_seeds(sa)
     pairs = [(sa[s], sb[s]) for s in seeds]
     report = {"kind": "paired", "level": level, "mean": {}}
