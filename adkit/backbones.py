@@ -20,7 +20,8 @@ import timm
 import torch
 from torch import nn
 
-EMBEDDED = "efficientnet_lite0"
+from .config import EMBEDDED  # one name for the embedded teacher
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 STRIDES = (4, 8, 16)  # the three CNN stages the distillation methods use (METHODS §1)

@@ -1,17 +1,23 @@
 """The `adkit` command: demo, train, eval, probe, bench, data.
 
 Every command that measures prints a table; with `--json` it prints one JSON object on stdout instead
-(progress bars go to stderr).
+(progress bars go to stderr). A failure prints one line, `adkit: error: <file>: <what> — <fix>`, and exits
+with 2 (a bad argument; nothing was written) or 1 (anything else); `--debug` or `ADKIT_DEBUG=1` shows the
+traceback. Building the parser loads no torch: `adkit --help` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 import time
+import traceback
 
-from . import backbones
+from .config import DATA_FORMATS, EMBEDDED, TrainConfig, cli_fields
+from .errors import UsageError, describe
 
 
 def _classes(s: str | None) -> list[str] | None:
@@ -22,7 +28,7 @@ def _options(pairs: list[str] | None) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise SystemExit(f"--opt expects key=value, got {pair!r}")
+            raise UsageError(f"--opt {pair!r}: expected key=value, e.g. --opt map_fusion=sum")
         k, v = pair.split("=", 1)
         try:
             out[k] = json.loads(v)
@@ -38,32 +44,56 @@ def _print_json(obj) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    from .data import FORMATS
-
-    p.add_argument("--data", default=None if not required else "mini", choices=sorted(FORMATS),
+    p.add_argument("--data", default=None if not required else "mini", choices=sorted(DATA_FORMATS),
                    help="dataset format (default: mini, the embedded set)")
     p.add_argument("--root", default=None, help="dataset folder (default: $ADKIT_DATA/<data>, $ADKIT_DATA=./data)")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: all)")
 
 
 # -- commands ---------------------------------------------------------------------------------------------
-def cmd_train(a) -> int:
-    from .train import TrainConfig, train
+def _train_config(a, seed: int | None = None) -> TrainConfig:
+    """`TrainConfig` from `adkit train`'s flags (which are its fields)."""
+    values = {f.name: getattr(a, f.name) for f in cli_fields()}
+    values["classes"] = tuple(_classes(a.classes) or ()) or None
+    values["options"] = _options(a.opt)
+    if seed is not None:
+        values["seed"] = seed
+    return TrainConfig(**values)
 
-    cfg = TrainConfig(data=a.data or "mini", root=a.root, classes=tuple(_classes(a.classes) or ()) or None,
-                      setting=a.setting, model=a.model, backbone=a.backbone, weights=a.weights,
-                      image_size=a.image_size, iters=a.iters, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-                      options=_options(a.opt), save_every=a.save_every)
-    t0 = time.perf_counter()
-    run = train(cfg, a.out, progress=not a.quiet)
-    print(f"trained {cfg.model} ({cfg.setting}) into {run} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+def _seeds(s: str | None) -> list[int] | None:
+    if s is None:
+        return None
+    try:
+        seeds = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {s!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {s!r}: give distinct seeds ≥ 0, e.g. 0,1,2")
+    return seeds
+
+
+def cmd_train(a) -> int:
+    seeds = _seeds(a.seeds)
+    cfgs = [_train_config(a, seed) for seed in seeds] if seeds else [_train_config(a)]  # all checked first
+    from .train import train
+
+    outs = [os.path.join(a.out, f"seed{c.seed}") for c in cfgs] if seeds else [a.out]
+    for cfg, out in zip(cfgs, outs):
+        t0 = time.perf_counter()
+        run = train(cfg, out, progress=not a.quiet)
+        print(f"trained {cfg.model} ({cfg.setting}, seed {cfg.seed}) into {run} in "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if seeds:
+        print(f"runs: {' '.join(outs)} — summarise them with `adkit report {' '.join(outs)}`", file=sys.stderr)
     return 0
 
 
 def cmd_eval(a) -> int:
-    from .evaluate import evaluate, table
+    from .evaluate import _jsonable, evaluate, table
+    from .runs import write_results
 
-    res = evaluate(a.run, a.data, a.root, _classes(a.classes), progress=not a.json)
+    res = evaluate(a.run, a.data, a.root, _classes(a.classes), progress=not a.json, save=False)
     if a.json:
         _print_json(res)
     else:
@@ -73,6 +103,8 @@ def cmd_eval(a) -> int:
                   f"AUPRO {v['aupro']:.3f}")
         for k, v in res.get("scores", {}).items():
             print(f"score {k:>10}: image AUROC {v['image_auroc']:.3f}")
+    sys.stdout.flush()  # the results are out before the file is written: a full disk cannot lose them
+    write_results(a.run, _jsonable(res))
     return 0
 
 
@@ -81,7 +113,8 @@ def cmd_data(a) -> int:
 
     if a.action == "build":
         if a.name != "mini":
-            raise SystemExit("only the embedded set is built; other datasets: see `adkit data download`")
+            raise UsageError(f"data build {a.name}: only the embedded set (mini) is built here — other "
+                             "datasets: `adkit data download NAME`")
         from .data import mini
 
         recipe = mini.MiniRecipe(seed=a.seed, image_size=a.image_size)
@@ -122,7 +155,7 @@ def cmd_probe(a) -> int:
 
     classes = _classes(a.classes)
     if not classes or len(classes) != 2:
-        raise SystemExit("--classes takes two classes, A,B (mixup blends A with B; cut-paste pastes A onto B)")
+        raise UsageError("--classes: give two classes, A,B (mixup blends A with B; cut-paste pastes A onto B)")
     if a.kind == "mixup":
         res = probes.mixup_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed)
     else:
@@ -146,15 +179,33 @@ def cmd_demo(a) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------------------
+_DEFAULTS = TrainConfig()
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    """`adkit train`'s flags, one per `TrainConfig` field: names, defaults, choices and help come from there."""
+    for f in cli_fields():
+        default, meta = getattr(_DEFAULTS, f.name), f.metadata
+        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0])
+        shown = "" if "default" in meta["help"] else f" (default: {default})"
+        kw = {"default": default, "help": meta["help"] + shown}
+        if "choices" in meta:
+            kw["choices"] = meta["choices"]
+        if kind is not None:
+            kw["type"] = kind
+        p.add_argument(f"--{f.name.replace('_', '-')}", **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adkit", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error (or ADKIT_DEBUG=1)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="embedded default end to end: mini, RD one-class vs multi-class, report")
     d.add_argument("--out", default="adkit-demo", help="report folder (default: ./adkit-demo)")
     d.add_argument("--iters-one", type=int, default=None, help="steps per class, one-class")
     d.add_argument("--iters-multi", type=int, default=None, help="steps, multi-class")
-    d.add_argument("--image-size", type=int, default=128)
+    d.add_argument("--image-size", type=int, default=_DEFAULTS.image_size)
     d.add_argument("--classes", default=None)
     d.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check the install")
     d.add_argument("--no-snl", action="store_true", help="skip RD+SNL")
@@ -163,18 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train one-class or multi-class models into a run folder")
-    _data_args(t)
-    t.add_argument("--setting", default="multi-class", choices=["one-class", "multi-class"])
-    t.add_argument("--model", default="rd")
-    t.add_argument("--backbone", default=backbones.EMBEDDED)
-    t.add_argument("--weights", default=None, help="local teacher weights (safetensors/state dict, timm naming)")
-    t.add_argument("--image-size", type=int, default=128)
-    t.add_argument("--iters", type=int, default=1000, help="steps per model (per class in one-class)")
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    _train_flags(t)
     t.add_argument("--opt", action="append", help="model option key=value (repeatable), e.g. map_fusion=sum")
-    t.add_argument("--save-every", type=int, default=200)
+    t.add_argument("--seeds", default=None,
+                   help="several seeds, e.g. 0,1,2: one run per seed in <out>/seed<k> (overrides --seed)")
     t.add_argument("--out", required=True, help="run folder (resumes if it holds an interrupted run)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -195,9 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="training and inference speed, peak memory")
     b.add_argument("--model", default="rd")
-    b.add_argument("--backbone", default=backbones.EMBEDDED)
-    b.add_argument("--image-size", type=int, default=128)
-    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--backbone", default=EMBEDDED)
+    b.add_argument("--image-size", type=int, default=_DEFAULTS.image_size)
+    b.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
     b.add_argument("--steps", type=int, default=10)
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--pretrained", action="store_true", help="load real weights (timing does not need them)")
@@ -210,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("name", nargs="?", default="mini", help="build/download: dataset name")
     _data_args(da)
     da.add_argument("--seed", type=int, default=0)
-    da.add_argument("--image-size", type=int, default=128)
+    da.add_argument("--image-size", type=int, default=_DEFAULTS.image_size)
     da.add_argument("--force", action="store_true")
     da.add_argument("--url", default=None)
     da.add_argument("--sha256", default=None)
@@ -221,16 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .backbones import BackboneUnavailable
-    from .data import DataError
-
+    debug = args.debug or os.environ.get("ADKIT_DEBUG", "").lower() in ("1", "true", "yes", "on")
     try:
         return args.func(args)
-    except (DataError, BackboneUnavailable, FileNotFoundError, ValueError, RuntimeError, KeyError) as err:
-        print(f"adkit {args.cmd}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("adkit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # every failure becomes one line; the traceback only on request
+        if debug:
+            traceback.print_exc()
+        msg, code = describe(err)
+        print(f"adkit: error: {msg}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, data, metrics
+from . import data, metrics, runs
 from .losses import image_score
-from .train import ALL, device_default, load_run
+from .config import ALL
+from .runs import load_run
+from .train import device_default
 
 SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
 
@@ -119,6 +121,8 @@ def evaluate(run_dir: str | Path, data_name: str | None = None, root: str | None
              classes: list[str] | None = None, progress: bool = True, save: bool = True,
              return_preds: bool = False, device: torch.device | None = None):
     """Evaluate a run on a test set (default: the one it was trained on); writes `eval.json` in the run."""
+    cfg, trained = runs.read_settings(run_dir)
+    runs.check_classes(run_dir, classes, trained)
     cfg, models_by_name = load_run(run_dir, device or device_default())
     name = data_name or cfg.data
     records = test_records(cfg, data_name, root, classes)
@@ -133,7 +137,7 @@ def evaluate(run_dir: str | Path, data_name: str | None = None, root: str | None
     res["settings"] = {"run": Path(run_dir).name, "data": name, "model": cfg.model, "setting": cfg.setting,
                        "backbone": cfg.backbone, "image_size": cfg.image_size, "iters": cfg.iters, "seed": cfg.seed}
     if save:
-        checkpoint.write_json(Path(run_dir) / "eval.json", _jsonable(res))
+        runs.write_results(run_dir, _jsonable(res))
     return (res, preds) if return_preds else res
 
 

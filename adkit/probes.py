@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import data, metrics
+from . import data, metrics, runs
 from .data import defects
 from .evaluate import predict
 from .train import ALL, load_run
@@ -92,7 +92,10 @@ def cutpaste_probe(model, source_imgs: np.ndarray, target_imgs: np.ndarray, seed
             "_scores": p_paste["score"], "_normal_scores": p_norm["score"]}
 
 
-def _run_data(run_dir, data_name, root):
+def _run_data(run_dir, data_name, root, scored: list[str]):
+    """A run's models and where its data is; the classes whose images its models score must be trained ones."""
+    _, trained = runs.read_settings(run_dir)
+    runs.check_classes(run_dir, scored, trained)
     cfg, models_by_name = load_run(run_dir)
     name = data_name or cfg.data
     root = root if root is not None else (cfg.root if name == cfg.data else None)
@@ -102,7 +105,7 @@ def _run_data(run_dir, data_name, root):
 def mixup_run(run_dir, a: str, b: str, data_name: str | None = None, root=None, lambdas=LAMBDAS,
               n: int | None = 20, seed: int = 0) -> dict:
     """The mixup probe on a trained run (its data, or `data_name`/`root`)."""
-    cfg, models_by_name, name, root = _run_data(run_dir, data_name, root)
+    cfg, models_by_name, name, root = _run_data(run_dir, data_name, root, [a, b])
     a_imgs = load_images(name, root, a, cfg.image_size, n=n)
     b_imgs = load_images(name, root, b, cfg.image_size, n=n)
     res = mixup_probe(models_by_name, a_imgs, b_imgs, a, b, lambdas)
@@ -113,7 +116,7 @@ def mixup_run(run_dir, a: str, b: str, data_name: str | None = None, root=None, 
 def cutpaste_run(run_dir, a: str, b: str, data_name: str | None = None, root=None, n: int | None = 20,
                  seed: int = 0, size_frac=(0.15, 0.3)) -> dict:
     """The cut-paste probe on a trained run: patches of class `a` on normals of class `b`."""
-    cfg, models_by_name, name, root = _run_data(run_dir, data_name, root)
+    cfg, models_by_name, name, root = _run_data(run_dir, data_name, root, [b])
     src = load_images(name, root, a, cfg.image_size, n=n)
     tgt = load_images(name, root, b, cfg.image_size, n=n)
     res = cutpaste_probe(model_for(models_by_name, b), src, tgt, seed, size_frac)

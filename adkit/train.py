@@ -13,53 +13,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from . import backbones, checkpoint, data, models
+from . import backbones, checkpoint, data, models, runs
+from .config import ALL, SETTINGS, TrainConfig  # noqa: F401  (re-exported: adkit.train.TrainConfig)
+from .errors import AdkitError, SettingsError, UsageError
+from .runs import model_names
 
-SETTINGS = ("one-class", "multi-class")
-ALL = "all"  # the model name of a multi-class run
+CHECKPOINT_FORMAT = checkpoint.FORMAT  # part of a cached run's key: a new format retrains
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    data: str = "mini"
-    root: str | None = None
-    classes: tuple[str, ...] | None = None  # None: every class of the dataset
-    setting: str = "multi-class"
-    model: str = "rd"
-    backbone: str = backbones.EMBEDDED
-    weights: str | None = None
-    image_size: int = 128
-    iters: int = 1000  # steps per model: per class in one-class, in total in multi-class
-    batch_size: int = 16
-    lr: float | None = None  # None: the model's paper default
-    seed: int = 0
-    options: dict = field(default_factory=dict)  # model options (its config dataclass fields)
-    save_every: int = 200
+class Interrupted(AdkitError):
+    """Training stopped by SIGINT/SIGTERM after writing a checkpoint at the current step."""
 
-    def __post_init__(self):
-        if self.setting not in SETTINGS:
-            raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
-        if self.iters < 1 or self.batch_size < 1:
-            raise ValueError("iters and batch_size must be positive")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["classes"] = list(self.classes) if self.classes else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d)
-        d["classes"] = tuple(d["classes"]) if d.get("classes") else None
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    exit_code = 130
 
 
 def protocol_configs(model: str, steps_per_class: int, classes: tuple[str, ...] | list[str],
@@ -118,27 +91,68 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[n_cal:].sort().values, perm[:n_cal].sort().values
 
 
+class _StopSignals:
+    """While training with checkpoints: SIGINT/SIGTERM set a flag the loop reads after each step (so the
+    step in progress completes and its state is consistent); a second signal stops at once."""
+
+    def __init__(self, active: bool):
+        self.active = active and threading.current_thread() is threading.main_thread()
+        self.received: int | None = None
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None:  # second signal: give up on the clean stop
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> _StopSignals:
+        if self.active:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):  # not settable here (e.g. an embedded interpreter)
+                    pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+IDENTITY_KEYS = ("name", "train", "model", "config")  # what a resumed checkpoint must share with its run
+
+
 def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int = 16, seed: int = 0,
         ckpt: Path | None = None, settings: dict | None = None, save_every: int = 200, progress: bool = True,
-        desc: str = "training", history: list | None = None, callback=None) -> list[dict]:
+        desc: str = "training", history: list | None = None, callback=None,
+        save_minutes: float | None = None) -> list[dict]:
     """Train `model` on normal `images` (N,3,H,W) for `iters` steps; resume from `ckpt` if it has a partial run.
 
     A fraction `model.calibration_holdout` of the images is kept out of training and passed to
-    `model.calibrate` at the end (all of them when it is 0).
-
-    Returns the loss history (one dict per step). `callback(step, losses)` is called after each step.
+    `model.calibrate` at the end (all of them when it is 0). With `ckpt`, a checkpoint (weights, optimizer,
+    RNG states, `settings`, step) is written every `save_every` steps, every `save_minutes` minutes, on
+    SIGINT/SIGTERM (then `Interrupted` is raised) and at the end; a resumed run ends with the same weights as
+    an uninterrupted one. Returns the loss history (one dict per step); `callback(step, losses)` after each.
     """
     device = next(model.student_parameters().__iter__()).device
     torch.manual_seed(seed)
     opt = model.configure_optimizer()
-    start, history = 0, list(history or [])
-    if ckpt is not None and ckpt.with_suffix(".json").is_file():
-        state, saved, opt_state = checkpoint.load(ckpt)
-        model.load_state_dict(state, strict=False)
-        start = saved.get("step", 0)
-        history = saved.get("history", [])
-        if opt_state is not None and start < iters:
-            opt.load_state_dict(opt_state)
+    start, history, seconds = 0, list(history or []), 0.0
+    settings = json.loads(json.dumps(settings or {}))  # as stored: tuples become lists
+    if ckpt is not None and Path(ckpt).is_file():
+        ck = checkpoint.load(ckpt)
+        mismatch = [k for k in IDENTITY_KEYS if k in settings and ck.info.get(k) != settings[k]]
+        if mismatch:
+            raise SettingsError(f"{ckpt}: this checkpoint was written with other {', '.join(mismatch)} — delete "
+                                "it to retrain this model, or resume with the settings that wrote it")
+        runs.load_student_state(model, ck.model_state, Path(ckpt))
+        start, history = int(ck.info.get("step", 0)), list(ck.info.get("history", []))
+        seconds = float(ck.info.get("train_seconds", 0.0))
+        if ck.optimizer_state is not None and start < iters:
+            opt.load_state_dict(ck.optimizer_state)
+        checkpoint.set_rng_state(ck.rng)
     if start >= iters:
         return history
     t_feats = teacher_features(model.teacher, images, device=device, progress=progress)
@@ -148,29 +162,49 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         fit_idx, cal_idx = holdout_split(len(images), model.calibration_holdout, seed)
         cal_images, cal_feats = images[cal_idx], [t[cal_idx] for t in t_feats]
         images, t_feats = images[fit_idx], [t[fit_idx] for t in t_feats]
+
+    t0 = last_save = time.monotonic()
+
+    def save(done: int) -> None:
+        nonlocal last_save
+        if done == iters:
+            model.eval()
+            model.calibrate(cal_images, cal_feats)
+        info = dict(settings, step=done, done=done == iters, history=history,
+                    train_seconds=seconds + time.monotonic() - t0)
+        checkpoint.save(ckpt, model.student_state_dict(), info, opt if done < iters else None,
+                        checkpoint.rng_state())
+        last_save = time.monotonic()
+
     model.train()
     # redrawn at most once a second: in a notebook every redraw is a few widget messages, and a flood of
     # them can outrun a test runner's output timeout (nbval waits 5 s for a cell's last message)
     bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, mininterval=1.0)
-    for step in bar:
-        idx = _batch_indices(len(images), batch_size, seed, step).to(device)
-        out = model(images[idx], [t[idx] for t in t_feats])
-        losses = model.loss(out)
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        opt.step()
-        row = {k: float(v.detach()) for k, v in losses.items()}
-        history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-        if callback is not None:
-            callback(step, row)
-        done = step + 1
-        if ckpt is not None and (done % save_every == 0 or done == iters):
-            if done == iters:
-                model.eval()
-                model.calibrate(cal_images, cal_feats)
-            info = dict(settings or {}, step=done, done=done == iters, history=history)
-            checkpoint.save(ckpt, model.student_state_dict(), info, opt if done < iters else None)
+    with _StopSignals(ckpt is not None) as stop:
+        for step in bar:
+            idx = _batch_indices(len(images), batch_size, seed, step).to(device)
+            out = model(images[idx], [t[idx] for t in t_feats])
+            losses = model.loss(out)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+            row = {k: float(v.detach()) for k, v in losses.items()}
+            history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+            if callback is not None:
+                callback(step, row)
+            done = step + 1
+            if ckpt is None:
+                continue
+            due = done % save_every == 0 or done == iters
+            if save_minutes is not None and time.monotonic() - last_save >= 60 * save_minutes:
+                due = True
+            if due or stop.received is not None:
+                save(done)
+            if stop.received is not None and done < iters:
+                bar.close()
+                raise Interrupted(f"{ckpt}: {desc} interrupted at step {done} of {iters}, checkpoint written — "
+                                  "run the same command again to resume")
     if ckpt is None:
         model.eval()
         model.calibrate(cal_images, cal_feats)
@@ -178,40 +212,77 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
     return history
 
 
-def model_names(cfg: TrainConfig, classes: list[str]) -> list[str]:
-    return list(classes) if cfg.setting == "one-class" else [ALL]
+def image_size_multiple(teacher: backbones.Teacher) -> int:
+    """Input sizes a model on `teacher` accepts are multiples of this: the ViT patch size, or twice the CNN
+    teacher's deepest stride (RD's bottleneck halves the stride-16 map once more)."""
+    return teacher.strides[-1] if teacher.kind == "vit" else 2 * max(teacher.strides)
+
+
+def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
+    """Everything that can be wrong with a run's settings, checked before a file is written: data, teacher and
+    weights, model and options, image size (with one forward pass of a throwaway model)."""
+    if not isinstance(cfg.options, dict):
+        raise UsageError("--opt: model options must be key=value pairs")
+    try:
+        models.make_config(cfg.model, **dict(cfg.options, **({"lr": cfg.lr} if cfg.lr is not None else {})))
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"--opt: {err}") from None
+    records = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
+    if not records:
+        raise UsageError(f"--data {cfg.data}: no training images for classes {list(cfg.classes or [])}")
+    try:
+        teacher = backbones.create(cfg.backbone, weights=cfg.weights)
+    except RuntimeError as err:
+        if isinstance(err, backbones.BackboneUnavailable):
+            raise
+        raise UsageError(f"--backbone {cfg.backbone!r}: not a timm model this adkit can use ({err}) — "
+                         f"e.g. {backbones.EMBEDDED} (embedded) or {', '.join(list(backbones.KNOWN)[1:])}") from None
+    m = image_size_multiple(teacher)
+    if cfg.image_size % m:
+        raise UsageError(f"--image-size {cfg.image_size}: must be a multiple of {m} for --model {cfg.model} on "
+                         f"{cfg.backbone} — e.g. {', '.join(str(m * k) for k in range(max(1, 64 // m), 64 // m + 4))}")
+    probe = build_model(cfg, teacher).eval()
+    with torch.no_grad():
+        probe.maps(probe(torch.zeros(1, 3, cfg.image_size, cfg.image_size)))
+    return records, teacher
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: torch.device | None = None) -> Path:
-    """Train every model of a run into `out_dir`; an interrupted run picks up where it stopped."""
+    """Train every model of a run into `out_dir`; an interrupted run picks up where it stopped.
+
+    All settings are checked before anything is written (a bad argument leaves `out_dir` untouched); an explicit
+    data root is stored absolute; the folder is locked while training."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    settings_path = out / "settings.json"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a folder — choose another --out")
+    if cfg.root is not None and not Path(cfg.root).is_absolute():
+        cfg = dataclasses.replace(cfg, root=str(Path(cfg.root).resolve()))
+    settings_path = out / runs.SETTINGS_FILE
     if settings_path.is_file():
-        old = TrainConfig.from_dict(checkpoint.read_json(settings_path)["train"])
+        old, _ = runs.read_settings(out)
         if old != cfg:
-            raise ValueError(f"{settings_path}: this folder holds a run with other settings; "
-                             "use a new --out folder or delete it")
+            raise UsageError(f"{settings_path}: this folder holds a run with other settings — use a new --out "
+                             "folder or delete it")
+    records, teacher = preflight(cfg)
     device = device or device_default()
-    records = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
+    teacher = teacher.to(device)
     classes = sorted({r.cls for r in records})
-    checkpoint.write_json(settings_path, {"train": cfg.to_dict(), "classes": classes, "adkit": _version()})
-    teacher = backbones.create(cfg.backbone, weights=cfg.weights).to(device)
-    for name in model_names(cfg, classes):
-        ckpt = out / "models" / name
-        if ckpt.with_suffix(".json").is_file() and checkpoint.read_json(ckpt.with_suffix(".json")).get("done"):
-            continue
-        recs = [r for r in records if name in (ALL, r.cls)]
-        images = data.load_all(data.ImageDataset(recs, cfg.image_size), progress=progress)["image"]
-        torch.manual_seed(cfg.seed)  # student initialisation
-        model = build_model(cfg, teacher).to(device)
-        settings = dict(model.settings(), name=name, classes=sorted({r.cls for r in recs}), train=cfg.to_dict())
-        t0 = time.perf_counter()
-        fit(model, images, cfg.iters, cfg.batch_size, cfg.seed, ckpt, settings, cfg.save_every, progress,
-            desc=f"{cfg.model} {name}")
-        info = checkpoint.read_json(ckpt.with_suffix(".json"))
-        info["train_seconds"] = info.get("train_seconds", 0) + time.perf_counter() - t0
-        checkpoint.write_json(ckpt.with_suffix(".json"), info)
+    with runs.RunLock(out):
+        if not settings_path.is_file():
+            checkpoint.write_json(settings_path, runs.settings_dict(cfg, classes))
+        for name in model_names(cfg, classes):
+            ckpt = runs.checkpoint_path(out, name)
+            if ckpt.is_file() and checkpoint.read_info(ckpt).get("done"):
+                runs.check_checkpoint(ckpt, checkpoint.read_info(ckpt), cfg, name)
+                continue
+            recs = [r for r in records if name in (ALL, r.cls)]
+            images = data.load_all(data.ImageDataset(recs, cfg.image_size), progress=progress)["image"]
+            torch.manual_seed(cfg.seed)  # student initialisation
+            model = build_model(cfg, teacher).to(device)
+            settings = dict(model.settings(), classes=sorted({r.cls for r in recs}),
+                            **runs.checkpoint_identity(cfg, name))
+            fit(model, images, cfg.iters, cfg.batch_size, cfg.seed, ckpt, settings, cfg.save_every, progress,
+                desc=f"{cfg.model} {name}", save_minutes=cfg.save_minutes)
     return out
 
 
@@ -221,44 +292,12 @@ def _version() -> str:
     return __version__
 
 
-def load_run(run_dir: str | Path, device: torch.device | None = None) -> tuple[TrainConfig, dict[str, models.ADModel]]:
-    """A trained run: its config and `{model name: model}` (class names, or "all" for multi-class)."""
-    run = Path(run_dir)
-    sp = run / "settings.json"
-    if not sp.is_file():
-        raise FileNotFoundError(f"{sp}: not a run folder (train one with `adkit train --out {run}`)")
-    meta = checkpoint.read_json(sp)
-    cfg = TrainConfig.from_dict(meta["train"])
-    device = device or device_default()
-    teacher = backbones.create(cfg.backbone, weights=cfg.weights).to(device)
-    out = {}
-    for name in model_names(cfg, meta["classes"]):
-        path = run / "models" / name
-        state, info, _ = checkpoint.load(path)
-        if not info.get("done"):
-            raise RuntimeError(f"{path}.json: training stopped at step {info.get('step')}; "
-                               f"resume it with `adkit train` and the same settings")
-        model = models.create(info["model"], teacher=teacher, **info["config"]).to(device)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("teacher.")]
-        if missing or unexpected:
-            raise RuntimeError(f"{path}.safetensors does not fit model {info['model']}: missing {missing[:3]}, "
-                               f"unexpected {unexpected[:3]}")
-        out[name] = model.eval()
-    return cfg, out
-
-
-def history(run_dir: str | Path) -> dict[str, list[dict]]:
-    """Loss history per model of a run."""
-    run = Path(run_dir)
-    return {p.stem: json.loads(p.read_text()).get("history", []) for p in sorted((run / "models").glob("*.json"))}
-
-
 def run_key(cfg: TrainConfig) -> str:
     """A short hash of every setting of a run (and the adkit version): the cache key of `cached_run`."""
     import hashlib
 
-    blob = json.dumps({"train": cfg.to_dict(), "adkit": _version()}, sort_keys=True)
+    blob = json.dumps({"train": cfg.to_dict(results_only=True), "adkit": _version(), "format": CHECKPOINT_FORMAT},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -271,3 +310,7 @@ def cached_run(cfg: TrainConfig, cache_dir: str | Path | None = None, progress: 
     cache = Path(cache_dir) if cache_dir else data.data_root() / "runs"
     run = cache / f"{cfg.model.replace('+', '_')}-{cfg.setting}-{run_key(cfg)}"
     return train(cfg, run, progress=progress)
+
+
+# the run folder's readers, kept under their old names here (notebooks import them from adkit.train)
+load_run, history = runs.load_run, runs.history

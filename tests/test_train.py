@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from adkit import checkpoint
+from adkit.errors import SettingsError
 from adkit.evaluate import evaluate
 from adkit.train import TrainConfig, load_run, train
 
@@ -22,8 +21,8 @@ def _cfg(root, **kw):
 def test_multi_class_run_trains_evaluates_and_reloads(tmp_path, mvtec_root):
     run = train(_cfg(mvtec_root), tmp_path / "run", progress=False)
     files = sorted(p.name for p in (run / "models").iterdir())
-    assert files == ["all.json", "all.safetensors"]
-    info = json.loads((run / "models" / "all.json").read_text())
+    assert files == ["all.safetensors"]  # one file per model: weights, optimizer, RNG and settings together
+    info = checkpoint.read_info(run / "models" / "all.safetensors")
     assert info["done"] and info["step"] == 6 and len(info["history"]) == 6
     res = evaluate(run, progress=False)
     assert set(res["classes"]) == {"bottle", "cable"}
@@ -61,12 +60,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, mvtec_root, monke
     monkeypatch.setattr(T, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "b", progress=False)
-    partial = json.loads((tmp_path / "b" / "models" / "all.json").read_text())
+    partial = checkpoint.read_info(tmp_path / "b" / "models" / "all.safetensors")
     assert partial["step"] == 3 and not partial["done"]
     monkeypatch.setattr(T, "fit", real_fit)
     train(cfg, tmp_path / "b", progress=False)
-    a, _, _ = checkpoint.load(straight / "models" / "all")
-    b, info, _ = checkpoint.load(tmp_path / "b" / "models" / "all")
+    a = checkpoint.load(straight / "models" / "all.safetensors").model_state
+    ck = checkpoint.load(tmp_path / "b" / "models" / "all.safetensors")
+    b, info = ck.model_state, ck.info
     assert info["done"] and len(info["history"]) == 6
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
@@ -85,13 +85,13 @@ def test_unfinished_run_cannot_be_evaluated_and_other_settings_are_refused(tmp_p
     monkeypatch.setattr(T, "fit", stop_early)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "r", progress=False)
-    with pytest.raises(RuntimeError, match="resume"):
+    with pytest.raises(SettingsError, match="resume"):
         load_run(tmp_path / "r")
     with pytest.raises(ValueError, match="other settings"):
         train(_cfg(mvtec_root, iters=7), tmp_path / "r", progress=False)
 
 
-def test_checkpoint_is_safetensors_plus_json_and_round_trips(tmp_path, teacher):
+def test_checkpoint_is_one_safetensors_file_and_round_trips(tmp_path, teacher):
     from adkit import models
 
     model = models.create("rd", teacher=teacher)
@@ -99,10 +99,13 @@ def test_checkpoint_is_safetensors_plus_json_and_round_trips(tmp_path, teacher):
     loss = model.loss(model(torch.rand(2, 3, 32, 32)))["loss"]
     loss.backward()
     opt.step()
-    checkpoint.save(tmp_path / "m", model.student_state_dict(), {"model": "rd"}, opt)
+    checkpoint.save(tmp_path / "m.safetensors", model.student_state_dict(), {"model": "rd"}, opt,
+                    checkpoint.rng_state())
     assert (tmp_path / "m.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
-    state, settings, opt_state = checkpoint.load(tmp_path / "m")
-    assert settings == {"model": "rd"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temporary file left
+    ck = checkpoint.load(tmp_path / "m.safetensors")
+    state, settings, opt_state = ck.model_state, ck.info, ck.optimizer_state
+    assert settings == {"model": "rd"} and torch.equal(ck.rng["rng/torch_cpu"], torch.get_rng_state())
     assert all(torch.equal(state[k], v) for k, v in model.student_state_dict().items())
     opt2 = models.create("rd", teacher=teacher).configure_optimizer()
     opt2.load_state_dict(opt_state)

@@ -12,22 +12,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ..config import DATA_FORMATS as FORMATS  # name -> module, each with records(), check()[, prepare()]
 from .core import GOOD, DataError, ImageDataset, Record, data_root, load_all, stack
-
-# name -> module (imported lazily); each module has records(), check() and optionally prepare()
-FORMATS = {
-    "mvtec": "adkit.data.mvtec",
-    "mini": "adkit.data.mini",
-    "mini_semantic": "adkit.data.mini_semantic",
-    "visa": "adkit.data.visa",
-    "mvtec_loco": "adkit.data.mvtec_loco",
-    "realiad": "adkit.data.realiad",
-    "cifar": "adkit.data.cifar",
-    "cifar10": "adkit.data.cifar10",
-    "cifar100": "adkit.data.cifar100",
-    "fashion_mnist": "adkit.data.fashion_mnist",
-    "digits": "adkit.data.digits",
-}
 
 __all__ = ["GOOD", "DataError", "ImageDataset", "Record", "FORMATS", "data_root", "default_root", "load",
            "load_records", "check", "load_all", "stack", "format_module"]

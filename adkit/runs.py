@@ -1,0 +1,191 @@
+"""Run folders: what `adkit train` writes and every other command reads.
+
+    <run>/settings.json                  {"train": TrainConfig, "classes": [...], "adkit": version}
+    <run>/models/<name>.safetensors      one checkpoint per model (a class, or "all" for multi-class)
+    <run>/eval.json                      the last `adkit eval` results
+    <run>/.lock                          held while a process trains into the run
+
+Everything read from a run folder is checked before use: settings against `TrainConfig`'s schema, class
+names against path tricks, each checkpoint against the run it sits in (name, settings, model) — a file that
+does not belong is refused by name. Model names map to file names injectively (`checkpoint.file_stem`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from . import checkpoint
+from .config import ALL, TrainConfig, check_class_name
+from .errors import RunLocked, SettingsError, UsageError
+
+SETTINGS_FILE = "settings.json"
+RESULTS_FILE = "eval.json"
+LOCK_FILE = ".lock"
+
+
+def model_names(cfg: TrainConfig, classes: list[str]) -> list[str]:
+    """The models of a run: one per class (one-class), or one named "all" (multi-class)."""
+    return list(classes) if cfg.setting == "one-class" else [ALL]
+
+
+def checkpoint_path(run: str | Path, name: str) -> Path:
+    """`<run>/models/<escaped name>.safetensors`; the escaping keeps every name inside `models/`."""
+    folder = Path(run) / "models"
+    path = folder / (checkpoint.file_stem(name) + checkpoint.SUFFIX)
+    if path.parent != folder:  # cannot happen with file_stem; checked so that it never silently can
+        raise SettingsError(f"{folder}: model name {name!r} does not map to a file inside the run")
+    return path
+
+
+def settings_dict(cfg: TrainConfig, classes: list[str]) -> dict:
+    from . import __version__
+
+    return {"train": cfg.to_dict(), "classes": list(classes), "adkit": __version__}
+
+
+def read_settings(run: str | Path) -> tuple[TrainConfig, list[str]]:
+    """A run's training settings and classes, validated (types, known keys, known models and datasets)."""
+    run = Path(run)
+    path = run / SETTINGS_FILE
+    if not path.is_file():
+        raise UsageError(f"{path}: not a run folder — train one with `adkit train --out {run}`")
+    meta = checkpoint.read_json(path)
+    if not isinstance(meta, dict) or set(meta) - {"train", "classes", "adkit"} or "train" not in meta:
+        raise SettingsError(f"{path}: not adkit run settings (expected the keys train, classes, adkit) — "
+                            "re-create the run")
+    cfg = TrainConfig.from_dict(meta["train"], str(path))
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise SettingsError(f"{path}: 'classes' must be a non-empty list — re-create the run")
+    classes = [check_class_name(c, str(path)) for c in classes]
+    if len(set(classes)) != len(classes):
+        raise SettingsError(f"{path}: a class is listed twice — re-create the run")
+    return cfg, classes
+
+
+def check_classes(run: str | Path, wanted: list[str] | None, trained: list[str]) -> None:
+    """Refuse classes a run never trained on: its models know nothing of them."""
+    unknown = [c for c in wanted or [] if c not in trained]
+    if unknown:
+        raise UsageError(f"{Path(run) / SETTINGS_FILE}: the run was trained on {', '.join(trained)}, not on "
+                         f"{', '.join(unknown)} — choose among its classes or train a run that has them")
+
+
+# -- lock ----------------------------------------------------------------------------------------------
+class RunLock:
+    """An exclusive lock on a run folder for the life of a training process (released by the OS if it dies).
+    The lock file says who holds it; a second trainer is refused with that information."""
+
+    def __init__(self, run: str | Path):
+        self.path = Path(run) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; run without one
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
+            finally:
+                os.close(fd)
+            raise RunLocked(f"{self.path.parent}: in use by {holder} — wait for it to finish, or train into "
+                            "another --out folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
+# -- models --------------------------------------------------------------------------------------------
+def checkpoint_identity(cfg: TrainConfig, name: str) -> dict:
+    """What a checkpoint must agree on with its run: the model name and every setting that shapes it."""
+    return {"name": name, "train": cfg.to_dict(results_only=True)}
+
+
+def check_checkpoint(path: Path, info: dict, cfg: TrainConfig, name: str) -> None:
+    """Refuse a checkpoint that belongs to another model or run."""
+    want = checkpoint_identity(cfg, name)
+    have = {k: info.get(k) for k in want}
+    if have != want:
+        diff = sorted(k for k in want["train"] if (have.get("train") or {}).get(k) != want["train"][k])
+        what = f"model {have['name']!r}" if have["name"] != name else f"other settings ({', '.join(diff)})"
+        raise SettingsError(f"{path}: this checkpoint belongs to {what}, not to model {name!r} of this run — "
+                            "delete it to retrain that model, or use the run it came from")
+
+
+def load_model(run: str | Path, cfg: TrainConfig, name: str, teacher, device=None, done: bool = True):
+    """One trained model of a run, checked against the run and loaded strictly."""
+    from . import models
+
+    path = checkpoint_path(run, name)
+    ck = checkpoint.load(path)
+    check_checkpoint(path, ck.info, cfg, name)
+    if done and not ck.info.get("done"):
+        raise SettingsError(f"{path}: training stopped at step {ck.info.get('step')} — resume it with "
+                            "`adkit train` and the same settings")
+    if ck.info.get("model") != cfg.model or not isinstance(ck.info.get("config"), dict):
+        raise SettingsError(f"{path}: checkpoint of model {ck.info.get('model')!r}, the run trains {cfg.model!r}"
+                            " — delete it to retrain")
+    try:
+        model = models.create(cfg.model, teacher=teacher, **ck.info["config"])
+    except (TypeError, ValueError) as err:
+        raise SettingsError(f"{path}: its model options do not fit {cfg.model} ({err}) — delete it to retrain") \
+            from None
+    load_student_state(model, ck.model_state, path)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def load_student_state(model, state: dict, path: Path) -> None:
+    """Load a student's weights strictly: a missing or extra tensor is an error naming the file."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("teacher.")]
+    if missing or unexpected:
+        raise SettingsError(f"{path}: does not fit model {model.name} (missing {missing[:3]}, unexpected "
+                            f"{unexpected[:3]}) — delete it to retrain, or use the adkit version that wrote it")
+
+
+def load_run(run_dir: str | Path, device=None):
+    """A trained run: its config and `{model name: model}` (class names, or "all" for multi-class)."""
+    from . import backbones
+    from .train import device_default
+
+    cfg, classes = read_settings(run_dir)
+    device = device or device_default()
+    teacher = backbones.create(cfg.backbone, weights=cfg.weights).to(device)
+    return cfg, {name: load_model(run_dir, cfg, name, teacher, device) for name in model_names(cfg, classes)}
+
+
+def history(run_dir: str | Path) -> dict[str, list[dict]]:
+    """Loss history per model of a run (read from the checkpoints' metadata)."""
+    cfg, classes = read_settings(run_dir)
+    out = {}
+    for name in model_names(cfg, classes):
+        path = checkpoint_path(run_dir, name)
+        if path.is_file():
+            out[name] = checkpoint.read_info(path).get("history", [])
+    return out
+
+
+def write_results(run: str | Path, res: dict, name: str = RESULTS_FILE) -> Path:
+    """Results as JSON, atomically: a failure (a full disk) leaves the previous file intact."""
+    path = Path(run) / name
+    checkpoint.atomic_write_text(path, json.dumps(res, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path
