@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def load_results(runs: Iterable[str | Path]) -> list[dict]:
 
 # -- statistics -------------------------------------------------------------------------------------------------
 def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
 
 def summarize(values: Sequence[float], level: float = 0.95) -> dict:
@@ -314,9 +315,11 @@ def to_markdown(report: dict, keys: Sequence[str] = ("image_auroc", "pixel_auroc
     return "\n".join(lines)
 
 
-def plot(report: dict, metric: str = "image_auroc", group: str = "classes", ax=None, label: str | None = None):
+def plot(report: dict, metric: str = "image_auroc", group: str = "classes", ax=None, label: str | None = None,
+         color: str = "C0", offset: float = 0.0):
     """Error bars per class (or per defect, map, score: `group`) for one metric, the mean over classes last;
-    returns the figure (not shown). A paired report is drawn around 0; filled markers are significant."""
+    returns the figure (not shown). A paired report is drawn around 0, hollow markers where the difference is
+    not significant. Pass `ax`, `label`, `color` and a small `offset` to draw several reports side by side."""
     import matplotlib.pyplot as plt
 
     is_paired = report.get("kind") == "paired"
@@ -328,24 +331,29 @@ def plot(report: dict, metric: str = "image_auroc", group: str = "classes", ax=N
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(rows) + 1.5), 3.2))
     names = list(rows)
-    x = np.arange(len(names))
+    x = np.arange(len(names)) + offset
     for i, name in enumerate(names):
         f = rows[name]
         mean = 100 * f["mean"]
-        if f["ci_low"] is None:
-            err = None
-        else:
-            err = [[mean - 100 * f["ci_low"]], [100 * f["ci_high"] - mean]]
+        err = None if f["ci_low"] is None else [[mean - 100 * f["ci_low"]], [100 * f["ci_high"] - mean]]
         filled = f.get("significant", True)
-        ax.errorbar([x[i]], [mean], yerr=err, fmt="s" if name == "mean" else "o", color="C0", capsize=3,
-                    markerfacecolor="C0" if filled else "white", label=label if i == 0 else None)
+        ax.errorbar([x[i]], [mean], yerr=err, fmt="s" if name == "mean" else "o", color=color, capsize=3,
+                    markerfacecolor=color if filled else "white", label=label if i == 0 else None)
     if is_paired:
         ax.axhline(0, color="0.5", lw=0.8, ls="--")
-    ax.set_xticks(x)
+    ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(names, rotation=45, ha="right")
     pct = f"{100 * report.get('level', 0.95):g}%"
-    ax.set_ylabel(f"{metric} (%)" if not is_paired else f"Δ {metric} (points)")
-    ax.set_title(f"{'a − b, ' if is_paired else ''}mean and {pct} interval over "
-                 f"{len(report.get('settings', {}).get('seeds', []))} seeds", fontsize=9)
+    n = len(report.get("settings", {}).get("seeds", []))
+    if is_paired:
+        what = "; ".join(f"{' / '.join(map(str, v['a']))} − {' / '.join(map(str, v['b']))}"
+                         for v in report["settings"].get("differs", {}).values()) or "a − b"
+        ax.set_ylabel(f"Δ {metric} (points)")
+        ax.set_title(f"{what}: mean and {pct} interval over {n} seeds", fontsize=9)
+    else:
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(f"mean and {pct} interval over {n} seeds", fontsize=9)
+    if label is not None:
+        ax.legend(fontsize=8)
     ax.figure.tight_layout()
     return ax.figure

@@ -232,3 +232,23 @@ def test_plot_draws_each_class_and_the_mean(three_seeds):
     plt.close(fig)
     with pytest.raises(ValueError, match="no 'nope'"):
         report.plot(rep, "nope")
+
+
+def test_plot_paired_marks_what_is_not_significant(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = report.load_results(_pair(tmp_path, "rd", "rd", [0, 1, 2], [0.76, 0.80, 0.72]))
+    a = report.load_results(_pair(tmp_path, "fd", "fd", [0, 1, 2], [0.78, 0.79, 0.73]))  # +2, −1, +1 points
+    fig = report.plot(report.paired(a, b), "image_auroc")
+    markers = [line for line in fig.axes[0].lines if line.get_marker() in "os"]
+    assert all(m.get_markerfacecolor() == "white" for m in markers)  # hollow: not significant
+    assert "fd − rd" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_numpy_scalars_count_as_values():
+    fig = report.summarize([np.float32(0.5), np.float64(0.7), np.int64(1), True])
+    assert fig["n"] == 3 and fig["mean"] == pytest.approx((0.5 + 0.7 + 1) / 3)
