@@ -110,21 +110,34 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise BackboneUnavailable(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        sd = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
+    except Exception as err:  # UnpicklingError, SafetensorError, EOFError, ...: one line naming the file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BackboneUnavailable(f"{path}: not a weights file adkit can read ({type(err).__name__}: {first}) — "
+                                  "give a .safetensors file or a plain torch state dict in timm's naming") from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise BackboneUnavailable(f"{path}: does not hold a state dict of tensors — give a .safetensors file or a "
+                                  "plain torch state dict in timm's naming")
     return sd
 
 
 def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
     """Load a full-model state dict into a (possibly truncated) feature model; every model key must be there."""
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    missing, _unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, _unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as err:  # shape mismatches: weights of another architecture
+        first = str(err).strip().splitlines()[-1].strip()
+        raise BackboneUnavailable(f"{source}: weights do not fit this backbone ({first}) — use weights of the "
+                                  "same timm model") from None
     if missing:
         raise BackboneUnavailable(f"{source}: {len(missing)} weights missing for this backbone, e.g. "
                                   f"{missing[:3]}; the file must be in timm's naming")

@@ -167,6 +167,24 @@ def cmd_probe(a) -> int:
     return 0
 
 
+def cmd_report(a) -> int:
+    from . import report
+
+    res = report.load_results(a.runs)
+    rep = report.paired(res, report.load_results(a.vs)) if a.vs else report.aggregate(res)
+    if a.json:
+        print(json.dumps(report.jsonable(rep), sort_keys=True, allow_nan=False))
+    else:
+        print(report.to_markdown(rep))
+        for w in rep.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
+    if a.plot:
+        from .viz import save_figure
+
+        print(f"plot written to {save_figure(report.plot(rep, a.metric), a.plot)}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .demo import demo
 
@@ -227,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(e)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("report", help="runs over seeds: means with 95%% intervals; --vs: paired differences")
+    r.add_argument("runs", nargs="+", help="run folders (one per seed), e.g. runs/rd/seed0 runs/rd/seed1 ...")
+    r.add_argument("--vs", nargs="+", default=None, help="run folders of the method to compare with, same seeds")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--plot", default=None, metavar="FILE", help="write a per-class plot of --metric (PNG)")
+    r.add_argument("--metric", default="image_auroc")
+    r.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("probe", help="cross-class interference probes: mixup, cutpaste")
     pr.add_argument("kind", choices=["mixup", "cutpaste"])

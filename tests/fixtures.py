@@ -200,7 +200,7 @@ def cifar_image(label: int, i: int) -> np.ndarray:
 def _pickle(obj: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
-        pickle.dump(obj, f)
+        pickle.dump(obj, f, protocol=2)  # as the official files (Python 2 cPickle)
 
 
 def write_cifar10(root: Path, n_train: int = 2, n_test: int = 1) -> dict:

@@ -6,6 +6,7 @@ problem raises `DataError`; with a list (its `check`) every problem is noted and
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .core import DataError, Record, read_image, read_mask
@@ -18,6 +19,21 @@ def fail(problems: list[str] | None, msg: str) -> None:
     if problems is None:
         raise DataError(msg)
     problems.append(msg)
+
+
+def inside(root: Path, rel: str, where: str, problems: list[str] | None) -> Path | None:
+    """`root / rel` if that path (symbolic links resolved) stays inside `root`; else a problem naming `where`
+    (a split file may not point at files elsewhere: `../../etc/...`, absolute paths, links out of the root)."""
+    path = Path(root) / rel
+    try:
+        ok = not os.path.isabs(rel) and Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+    except (OSError, RuntimeError, ValueError):  # symlink loops, bad bytes
+        ok = False
+    if not ok:
+        fail(problems, f"{where}: path {rel!r} points outside the dataset root {root} — refused; fix the file or "
+                       "re-extract the dataset")
+        return None
+    return path
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -3,9 +3,11 @@
     <root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
     <root>/cifar-100-python/{train, test, meta}        (classes: the 20 coarse super-classes)
 
-The batches are Python pickles because that is the official "python version" of the data; unpickling can
-run code, so only point this at the official archives (or files you made). Images are 32x32x3 uint8 in
-`Record.array`, paths `<file>#<index>`. With both sets under one root, the class names pick the set.
+The batches are Python pickles (the official "python version" of the data). A pickle can name any function
+to call, so they are read with a restricted unpickler that admits only what numpy arrays, dicts, lists and
+bytes need (`SafeUnpickler.ALLOWED`) and refuses every other global by file name: a crafted batch cannot
+run code. Images are 32x32x3 uint8 in `Record.array`, paths `<file>#<index>`. With both sets under one
+root, the class names pick the set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,35 @@ import numpy as np
 from . import semantic
 from .checks import fail
 from .core import DataError, Record
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: builtins' containers and numpy arrays; any other global is refused."""
+
+    ALLOWED = {
+        # numpy arrays as pickled by Python 2 (the official files) and by numpy 1.x / 2.x under Python 3
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("_codecs", "encode"),  # Python 3 pickles of bytes at protocol < 3: encode(str, "latin1")
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load global {module}.{name} (not plain data)")
+        return super().find_class(module, name)
+
+
+def safe_load(path: str | Path) -> dict:
+    """A CIFAR batch: a dict read by `SafeUnpickler`; object arrays (which could hold anything) are refused."""
+    with open(path, "rb") as f:
+        batch = SafeUnpickler(f, encoding="bytes").load()
+    if not isinstance(batch, dict):
+        raise pickle.UnpicklingError("not a dict of arrays")
+    for v in batch.values():
+        if isinstance(v, np.ndarray) and v.dtype.hasobject:
+            raise pickle.UnpicklingError("holds an object array")
+    return batch
+
 
 DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 FILES = {
@@ -61,8 +92,7 @@ def _read(root: Path, dataset: str, split: str, problems: list[str] | None = Non
     for name in FILES[dataset][split]:
         path = root / DIRS[dataset] / name
         try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+            batch = safe_load(path)
             x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             y = np.asarray(batch[LABEL_KEY[dataset]], dtype=np.int64)
         except FileNotFoundError:

@@ -8,6 +8,7 @@ in {0, 1}, label (0 good, 1 defect), class, defect type, path.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +41,36 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get("ADKIT_DATA") or "data")
 
 
+def _gray_to_uint8(im: Image.Image) -> np.ndarray:
+    """16-bit and 32-bit grayscale scaled to 0..255 by their type's range (PIL's own conversion clips them,
+    turning a 16-bit image white); float images are taken as 0..1."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        scaled = np.clip(np.nan_to_num(arr.astype(np.float64)), 0.0, 1.0) * 255.0
+    elif im.mode.startswith("I;16"):
+        scaled = arr.astype(np.float64) / 257.0  # 65535 -> 255
+    else:  # "I": 32-bit ints; PNGs of 16 bits open as "I" in some Pillow versions
+        hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        scaled = np.clip(arr.astype(np.float64), 0, hi) * (255.0 / hi)
+    return np.round(scaled).astype(np.uint8)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 `(H,W,3)`; grayscale, palette and RGBA are converted."""
+    """Read an image file as RGB uint8 `(H,W,3)`; grayscale (8, 16 bit), palette and RGBA are converted.
+    Images over PIL's decompression-bomb limit are refused (`$ADKIT_MAX_IMAGE_PIXELS` raises it)."""
+    limit = os.environ.get("ADKIT_MAX_IMAGE_PIXELS")
+    if limit:
+        Image.MAX_IMAGE_PIXELS = int(limit)
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # the size is checked below; PIL's warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            if im.width * im.height > (Image.MAX_IMAGE_PIXELS or float("inf")):
+                raise Image.DecompressionBombError(f"{im.width}x{im.height} pixels")
             im.load()
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                return np.repeat(_gray_to_uint8(im)[..., None], 3, axis=2)
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -52,7 +78,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: image too large to read safely ({err}; limit {Image.MAX_IMAGE_PIXELS} "
+                        "pixels) — downscale it, or raise $ADKIT_MAX_IMAGE_PIXELS if you trust the file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable image ({err}); re-copy or remove the file") from None
 
 
@@ -64,7 +93,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
             arr = np.asarray(im.convert("L"))
     except FileNotFoundError:
         raise DataError(f"{path}: mask not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable mask ({err})") from None
     return arr > 0
 

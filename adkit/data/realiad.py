@@ -12,10 +12,11 @@ the lower-cased code; the camera, read from the file name (`..._C1_...jpg`), goe
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
-from .checks import fail, resolve_classes, tally
+from .checks import fail, inside, resolve_classes, tally
 from .core import GOOD, Record
 
 JSON_DIRS = {"mv": "realiad_jsons", "sv": "realiad_jsons_sv"}
@@ -97,27 +98,35 @@ def _scan(
                 f"{path}: unreadable split file ({type(err).__name__}: {err}); re-extract realiad_jsons.zip",
             )
             continue
-        base = images / prefix
+        rel_base = os.path.join(images.name, prefix if isinstance(prefix, str) else "\0")
+        if inside(root, rel_base, str(path), problems) is None:
+            continue
         n_before = len(out)
         for i, item in enumerate(items):
-            if not isinstance(item, dict) or not item.get("image_path") or not item.get("anomaly_class"):
+            if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k]
+                                                      for k in ("image_path", "anomaly_class")) \
+                    or not isinstance(item.get("mask_path") or "", str):
                 fail(problems, f"{path}: {split}[{i}] lacks image_path or anomaly_class")
                 continue
-            img, kind, mask = base / item["image_path"], item["anomaly_class"], item.get("mask_path")
+            where = f"{path} {split}[{i}]"
+            img, kind, mask = inside(root, os.path.join(rel_base, item["image_path"]), where, problems), \
+                item["anomaly_class"], item.get("mask_path")
+            mask_file = inside(root, os.path.join(rel_base, mask), where, problems) if mask else None
+            if img is None or (mask and mask_file is None):
+                continue
             view = VIEW.search(img.name)
             meta = (("view", view.group(1)),) if view else ()
             if not img.is_file():
                 fail(problems, f"{img}: image not found (listed in {path}); is {images.name} complete?")
             elif kind == NORMAL:
                 out.append(Record(str(img), 0, cls, GOOD, meta=meta))
-            elif not mask or not (base / mask).is_file():
+            elif mask_file is None or not mask_file.is_file():
                 fail(
                     problems,
-                    f"{img}: its mask {base / mask if mask else '(mask_path empty)'} is missing "
-                    f"(listed in {path})",
+                    f"{img}: its mask {mask_file or '(mask_path empty)'} is missing (listed in {path})",
                 )
             else:
-                out.append(Record(str(img), 1, cls, kind.lower(), (str(base / mask),), meta=meta))
+                out.append(Record(str(img), 1, cls, kind.lower(), (str(mask_file),), meta=meta))
         if len(out) == n_before:
             fail(problems, f"{path}: no usable {split} images for class {cls!r}")
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .checks import fail, resolve_classes, tally
+from .checks import fail, inside, resolve_classes, tally
 from .core import GOOD, Record
 
 CLASSES = (
@@ -63,18 +63,21 @@ def _scan(root: Path, split: str, classes: list[str] | None, problems: list[str]
         if cls not in wanted or row["split"] != split:
             continue
         where = f"{root / SPLIT_CSV} line {line}"
-        img = root / row["image"]
+        img = inside(root, row["image"], where, problems)
+        mask = inside(root, row["mask"], where, problems) if row["mask"] else None
+        if img is None or (row["mask"] and mask is None):
+            continue
         if label not in ("normal", ANOMALY):
             fail(problems, f"{where}: label {row['label']!r} is neither 'normal' nor 'anomaly'")
         elif not img.is_file():
             fail(problems, f"{img}: image not found (listed in {where}); re-extract VisA into {root}")
         elif label == "normal":
             out.append(Record(str(img), 0, cls, GOOD))
-        elif not row["mask"] or not (root / row["mask"]).is_file():
-            mask = root / row["mask"] if row["mask"] else "(no mask column value)"
-            fail(problems, f"{img}: its mask {mask} is missing (listed in {where}); anomalies need a mask")
+        elif mask is None or not mask.is_file():
+            fail(problems, f"{img}: its mask {mask or '(no mask column value)'} is missing (listed in {where}); "
+                           "anomalies need a mask")
         else:
-            out.append(Record(str(img), 1, cls, ANOMALY, (str(root / row["mask"]),)))
+            out.append(Record(str(img), 1, cls, ANOMALY, (str(mask),)))
     for cls in wanted:
         if not any(r.cls == cls for r in out):
             fail(problems, f"{root / SPLIT_CSV}: no usable {split} images for class {cls!r}")
