@@ -1,7 +1,15 @@
-"""`adkit bench`: training and inference images per second (median of timed steps after warm-up), peak memory.
+"""`adkit bench`: images per second of training (with and without the feature cache), inference and the
+teacher alone (median of timed steps after warm-up), and peak memory.
 
-Random teacher weights by default: speed does not depend on the values. Training steps include the
-teacher forward (as when features are not cached); inference is `predict` (maps and scores).
+    res = bench("rd", image_size=128, batch_size=16)
+    res["train_img_s_cached"], res["train_img_s_uncached"], res["infer_img_s"], res["infer_over_teacher"]
+
+Training *cached* draws `(x, t_feats)` from a `featcache.FeatureCache` (the teacher does not run in the
+step), as `train.fit` does; *uncached* runs the teacher forward in every step. Inference is `predict`
+(final map and score) under `torch.inference_mode`. `infer_over_teacher` = teacher img/s / inference
+img/s: how many times slower than the teacher alone inference is. Random teacher weights by default:
+speed does not depend on the values. `bench_vs_anomalib` runs anomalib's Reverse Distillation (its torch
+model, no Lightning trainer) next to adkit's in the same process.
 """
 
 from __future__ import annotations
@@ -10,10 +18,12 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
 from . import backbones, models
+from .featcache import FeatureCache
 from .train import device_default
 
 
@@ -27,44 +37,74 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _median_step_s(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _train_step(m: models.ADModel, opt: torch.optim.Optimizer, x: torch.Tensor,
+                t_feats: list[torch.Tensor] | None) -> None:
+    m.train()
+    loss = m.loss(m(x, t_feats))["loss"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int = 128, batch_size: int = 16,
           steps: int = 10, warmup: int = 3, pretrained: bool = False, options: dict | None = None,
-          device: torch.device | None = None) -> dict:
+          device: torch.device | None = None, cache_images: int | None = None) -> dict:
+    """Throughput and memory of one model; `cache_images` images (default 4 batches) fill the feature cache."""
     device = device or device_default()
     torch.manual_seed(0)
     teacher = backbones.create(backbone, pretrained=pretrained).to(device)
     m = models.create(model, teacher=teacher, **(options or {})).to(device)
     opt = m.configure_optimizer()
-    x = torch.rand(batch_size, 3, image_size, image_size, device=device)
+    g = torch.Generator().manual_seed(0)
+    n_cache = cache_images or 4 * batch_size
+    # 8-bit images, as decoded files are: the cache keeps them as uint8
+    pool = torch.randint(0, 256, (n_cache, 3, image_size, image_size), generator=g, dtype=torch.uint8).float() / 255
+    x = pool[:batch_size].to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss0 = _peak_rss_mb()
 
-    def train_step():
-        m.train()
-        loss = m.loss(m(x))["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def teacher_step():
+        with torch.inference_mode():
+            teacher(x)
 
     def infer_step():
-        m.predict(x)
+        with torch.inference_mode():
+            m.predict(x)
+
+    cache = FeatureCache(teacher, pool, budget_mb=1024, device=device, batch_size=batch_size)
+
+    def cached_step():
+        idx = torch.randint(0, n_cache, (batch_size,), generator=g)
+        _train_step(m, opt, *cache.batch(idx))
 
     res = {"model": model, "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
            "device": str(device), "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
            "student_params_m": round(sum(p.numel() for p in m.student_parameters()) / 1e6, 3)}
-    for name, fn in (("train", train_step), ("infer", infer_step)):
-        times = []
-        for i in range(warmup + steps):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        res[f"{name}_img_per_s"] = round(batch_size / med, 2)
-        res[f"{name}_step_s"] = round(med, 4)
+    timed = {"teacher": teacher_step, "infer": infer_step, "train_uncached": lambda: _train_step(m, opt, x, None),
+             "train_cached": cached_step}
+    for name, fn in timed.items():
+        step_s = _median_step_s(fn, steps, warmup, device)
+        res[f"{name}_img_s"] = round(batch_size / step_s, 2)
+        res[f"{name}_step_s"] = round(step_s, 4)
+    cache.close()
+    res["train_img_s_cached"] = res.pop("train_cached_img_s")  # the names the CLI's --json promises
+    res["train_img_s_uncached"] = res.pop("train_uncached_img_s")
+    res["infer_over_teacher"] = round(res["teacher_img_s"] / res["infer_img_s"], 3)
+    # older names (tests/test_cli.py, README): training meant the teacher-in-the-step kind
+    res["train_img_per_s"], res["infer_img_per_s"] = res["train_img_s_uncached"], res["infer_img_s"]
     res["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     res["rss_growth_mb"] = round(_peak_rss_mb() - rss0, 1)
     if device.type == "cuda":
@@ -75,9 +115,92 @@ def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int
 
 def format_bench(res: dict) -> str:
     lines = [f"{res['model']} on {res['backbone']}, {res['image_size']} px, batch {res['batch_size']}, "
-             f"{res['device']} ({res['threads']} threads), student {res['student_params_m']} M params"]
-    lines.append(f"  training : {res['train_img_per_s']:8.1f} img/s  ({res['train_step_s'] * 1000:.0f} ms/step)")
-    lines.append(f"  inference: {res['infer_img_per_s']:8.1f} img/s  ({res['infer_step_s'] * 1000:.0f} ms/batch)")
+             f"{res['device']} ({res['threads']} threads), student {res['student_params_m']} M params",
+             f"  {'':34s} {'img/s':>8s} {'ms/batch':>9s}"]
+    for label, rate, step in (("teacher forward alone", "teacher_img_s", "teacher_step_s"),
+                              ("training, cached teacher features", "train_img_s_cached", "train_cached_step_s"),
+                              ("training, teacher in the step", "train_img_s_uncached", "train_uncached_step_s"),
+                              ("inference (predict)", "infer_img_s", "infer_step_s")):
+        lines.append(f"  {label:34s} {res[rate]:8.1f} {res[step] * 1000:9.0f}")
+    lines.append(f"  inference is {res['infer_over_teacher']:.2f}x slower than the teacher alone")
     lines.append(f"  peak memory: {res['peak_rss_mb']:.0f} MB RSS" +
                  (f", {res['peak_gpu_mb']:.0f} MB GPU" if "peak_gpu_mb" in res else ""))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# side by side with anomalib
+
+
+ANOMALIB_MISSING = ("anomalib is not installed; it is not a dependency of adkit. Install it next to adkit "
+                    "(e.g. in a separate virtual environment made with --system-site-packages): pip install anomalib")
+
+
+def bench_vs_anomalib(backbone: str = "resnet18", image_size: int = 128, batch_size: int = 16, steps: int = 10,
+                      warmup: int = 3, device: torch.device | None = None) -> dict:
+    """adkit's RD and anomalib's ReverseDistillationModel on the same backbone, image size and batch, in this
+    process; random weights for both. Raises ImportError (message `ANOMALIB_MISSING`) without anomalib.
+
+    anomalib's RD supports ResNet backbones only (its decoder mirrors them), hence `resnet18` by default.
+    """
+    try:
+        import anomalib
+        from anomalib.models.image.reverse_distillation.loss import ReverseDistillationLoss
+        from anomalib.models.image.reverse_distillation.torch_model import ReverseDistillationModel
+    except ImportError as err:
+        raise ImportError(ANOMALIB_MISSING) from err
+    device = device or device_default()
+    ours = bench("rd", backbone, image_size, batch_size, steps, warmup, device=device)
+
+    torch.manual_seed(0)
+    theirs = ReverseDistillationModel(backbone, (image_size, image_size), ["layer1", "layer2", "layer3"],
+                                      "multiply", pre_trained=False).to(device)
+    # the optimiser of anomalib's Lightning module (configure_optimizers)
+    opt = torch.optim.Adam(list(theirs.decoder.parameters()) + list(theirs.bottleneck.parameters()),
+                           lr=0.005, betas=(0.5, 0.99))
+    loss_fn = ReverseDistillationLoss()
+    mean = torch.tensor(backbones.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbones.IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = torch.rand(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(device)
+
+    def train_step():  # what anomalib's training_step does, less the Lightning machinery
+        theirs.train()
+        loss = loss_fn(*theirs((x - mean) / std))  # its pre-processor normalises; adkit's teacher does too
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer_step():
+        theirs.eval()
+        with torch.inference_mode():
+            theirs((x - mean) / std)
+
+    res = {"backbone": backbone, "image_size": image_size, "batch_size": batch_size, "device": str(device),
+           "threads": torch.get_num_threads(), "anomalib_version": anomalib.__version__, "adkit": ours}
+    for name, fn in (("train", train_step), ("infer", infer_step)):
+        res[f"anomalib_{name}_img_s"] = round(batch_size / _median_step_s(fn, steps, warmup, device), 2)
+    res["anomalib_student_params_m"] = round(sum(p.numel() for p in opt.param_groups[0]["params"]) / 1e6, 3)
+    # > 1: adkit is faster. anomalib's encoder always runs in its training step (no feature cache)
+    res["train_ratio_cached"] = round(ours["train_img_s_cached"] / res["anomalib_train_img_s"], 3)
+    res["train_ratio_uncached"] = round(ours["train_img_s_uncached"] / res["anomalib_train_img_s"], 3)
+    res["infer_ratio"] = round(ours["infer_img_s"] / res["anomalib_infer_img_s"], 3)
+    return res
+
+
+def format_vs_anomalib(res: dict) -> str:
+    a = res["adkit"]
+    return "\n".join([
+        f"Reverse Distillation on {res['backbone']}, {res['image_size']} px, batch {res['batch_size']}, "
+        f"{res['device']} ({res['threads']} threads), anomalib {res['anomalib_version']}; random weights",
+        f"  {'':44s} {'adkit':>8s} {'anomalib':>9s} {'adkit/anomalib':>15s}",
+        f"  {'training, adkit with cached teacher features':44s} {a['train_img_s_cached']:8.1f} "
+        f"{res['anomalib_train_img_s']:9.1f} {res['train_ratio_cached']:15.2f}",
+        f"  {'training, both run the teacher in the step':44s} {a['train_img_s_uncached']:8.1f} "
+        f"{res['anomalib_train_img_s']:9.1f} {res['train_ratio_uncached']:15.2f}",
+        f"  {'inference (maps and scores)':44s} {a['infer_img_s']:8.1f} {res['anomalib_infer_img_s']:9.1f} "
+        f"{res['infer_ratio']:15.2f}",
+        f"  student parameters (M): adkit {a['student_params_m']}, anomalib {res['anomalib_student_params_m']}",
+        "  img/s; ratios > 1 mean adkit is faster. anomalib has no feature cache: its encoder runs every step.",
+        "  The students differ: adkit sizes OCBE and decoder from the teacher's feature_info (bottleneck blocks),",
+        "  anomalib uses RD4AD's de_resnet decoders (basic blocks for resnet18/34); compare their parameters.",
+    ])
