@@ -267,19 +267,29 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
     device = device or device_default()
     teacher = teacher.to(device)
     classes = sorted({r.cls for r in records})
+
+    def images_of(name: str) -> torch.Tensor:
+        recs = [r for r in records if name in (ALL, r.cls)]
+        return data.load_all(data.ImageDataset(recs, cfg.image_size), progress=progress)["image"]
+
+    def finished(name: str) -> bool:
+        ckpt = runs.checkpoint_path(out, name)
+        if not (ckpt.is_file() and checkpoint.read_info(ckpt).get("done")):
+            return False
+        runs.check_checkpoint(ckpt, checkpoint.read_info(ckpt), cfg, name)
+        return True
+
+    todo = [name for name in model_names(cfg, classes) if not finished(name)]
+    first = images_of(todo[0]) if todo else None  # an unreadable image fails here, before anything is written
     with runs.RunLock(out):
         if not settings_path.is_file():
             checkpoint.write_json(settings_path, runs.settings_dict(cfg, classes))
-        for name in model_names(cfg, classes):
+        for name in todo:
             ckpt = runs.checkpoint_path(out, name)
-            if ckpt.is_file() and checkpoint.read_info(ckpt).get("done"):
-                runs.check_checkpoint(ckpt, checkpoint.read_info(ckpt), cfg, name)
-                continue
-            recs = [r for r in records if name in (ALL, r.cls)]
-            images = data.load_all(data.ImageDataset(recs, cfg.image_size), progress=progress)["image"]
+            images, first = (first if first is not None else images_of(name)), None
             torch.manual_seed(cfg.seed)  # student initialisation
             model = build_model(cfg, teacher).to(device)
-            settings = dict(model.settings(), classes=sorted({r.cls for r in recs}),
+            settings = dict(model.settings(), classes=[name] if name != ALL else classes,
                             **runs.checkpoint_identity(cfg, name))
             fit(model, images, cfg.iters, cfg.batch_size, cfg.seed, ckpt, settings, cfg.save_every, progress,
                 desc=f"{cfg.model} {name}", save_minutes=cfg.save_minutes)
