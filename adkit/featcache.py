@@ -139,7 +139,7 @@ class FeatureCache:
     def __init__(self, teacher: torch.nn.Module, images, budget_mb: float | None = None,
                  spill_dir: str | os.PathLike | None = None, overflow: str = "memmap",
                  device: torch.device | str | None = None, batch_size: int = 32, num_workers: int | None = None,
-                 image_dtype: torch.dtype | None = None, release_mb: float = 64, progress: bool = False):
+                 image_dtype: torch.dtype | None = None, release_mb: float | None = None, progress: bool = False):
         if overflow not in OVERFLOW:
             raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
         if image_dtype not in (None, *_NP_DTYPES):
@@ -155,6 +155,8 @@ class FeatureCache:
         self.num_workers = num_workers
         self.spill_dir = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
         self._file = self._mm = None
+        # memmap reads map pages into this process; after `release_mb` of them the file is mapped anew
+        release_mb = min(64.0, self.budget_bytes / MB / 4) if release_mb is None else release_mb
         self._read_since_map, self._release_bytes = 0, int(release_mb * MB)
         self._build(batch_size, image_dtype, progress)
 
