@@ -112,6 +112,13 @@ class RunLock:
             self._fd = None
 
 
+def remove_temporary_files(run: str | Path) -> None:
+    """Delete the temporary files a killed writer left (`.<name>.<random>.tmp`); call it holding the lock."""
+    for folder in (Path(run), Path(run) / "models"):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+            tmp.unlink(missing_ok=True)
+
+
 # -- models --------------------------------------------------------------------------------------------
 def checkpoint_identity(cfg: TrainConfig, name: str) -> dict:
     """What a checkpoint must agree on with its run: the model name and every setting that shapes it."""

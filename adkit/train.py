@@ -282,6 +282,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
     todo = [name for name in model_names(cfg, classes) if not finished(name)]
     first = images_of(todo[0]) if todo else None  # an unreadable image fails here, before anything is written
     with runs.RunLock(out):
+        runs.remove_temporary_files(out)
         if not settings_path.is_file():
             checkpoint.write_json(settings_path, runs.settings_dict(cfg, classes))
         for name in todo:

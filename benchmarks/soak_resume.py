@@ -1,0 +1,125 @@
+"""Soak test of resumable training: kill -9 `adkit train` at random moments, resume, compare with a clean run.
+
+    OMP_NUM_THREADS=1 python benchmarks/soak_resume.py                       # every model, 10 kills each
+    OMP_NUM_THREADS=1 python benchmarks/soak_resume.py --models rd,dual --kills 3 --seed 1
+
+For each model type: train a reference run without interruption and evaluate it; then train the same settings
+into another folder, killing the process with SIGKILL at `--kills` random moments (anywhere: start-up, a
+training step, a checkpoint write), restarting it each time; let the last start finish, evaluate, and
+compare the two `adkit eval --json` outputs. They must be identical (all threads fixed to one, so the
+arithmetic is the same). Exit code 0 when every model matched, 1 otherwise. `tests/test_soak.py` runs a short
+version of this under pytest (marked slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MODELS = ("rd", "fd", "rd+snl", "fd+snl", "dual")
+
+
+def write_dataset(root: Path, size: int = 32, n_train: int = 10, n_test: int = 4) -> Path:
+    """Two classes in MVTec AD layout: noisy textures; defects are bright squares with masks."""
+    rng = np.random.default_rng(0)
+    def img(c: int, defect: bool) -> np.ndarray:
+        a = (40 + 60 * c + rng.integers(0, 30, (size, size, 3))).astype(np.uint8)
+        if defect:
+            a[8:16, 8:16] = 250
+        return a
+
+    for c, cls in enumerate(("alpha", "beta")):
+        for split, defect, n in (("train", "good", n_train), ("test", "good", n_test), ("test", "spot", n_test)):
+            folder = root / cls / split / defect
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(img(c, defect != "good")).save(folder / f"{i:03d}.png")
+                if defect != "good":
+                    m = np.zeros((size, size), np.uint8)
+                    m[8:16, 8:16] = 255
+                    (root / cls / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(m).save(root / cls / "ground_truth" / defect / f"{i:03d}_mask.png")
+    return root
+
+
+def _adkit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "adkit.cli", *args]
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def train_args(model: str, root: Path, out: Path, iters: int) -> list[str]:
+    return _adkit("train", "--data", "mvtec", "--root", str(root), "--model", model, "--setting", "multi-class",
+                  "--image-size", "32", "--batch-size", "4", "--iters", str(iters), "--save-every", "5",
+                  "--seed", "7", "--quiet", "--out", str(out))
+
+
+def evaluate(run: Path) -> dict:
+    r = subprocess.run(_adkit("eval", str(run), "--json"), capture_output=True, text=True, env=_env(), check=True)
+    res = json.loads(r.stdout)
+    res["settings"].pop("run", None)  # the folder's name differs, nothing else may
+    return res
+
+
+def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, iters: int = 40,
+         log=print) -> bool:
+    ref, run = work / f"{model}-ref", work / f"{model}-soak"
+    t0 = time.monotonic()
+    subprocess.run(train_args(model, root, ref, iters), env=_env(), check=True, capture_output=True)
+    span = time.monotonic() - t0
+    want = evaluate(ref)
+    killed = 0
+    for _ in range(kills):
+        p = subprocess.Popen(train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        try:
+            p.wait(timeout=rng.uniform(0.05, 1.1) * span)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            killed += 1
+        if p.returncode == 0:  # finished before the kill: later starts only re-check the finished run
+            continue
+    final = subprocess.run(train_args(model, root, run, iters), env=_env(), capture_output=True, text=True)
+    if final.returncode != 0:
+        log(f"{model}: the last start failed: {final.stderr.strip()}")
+        return False
+    got = evaluate(run)
+    same = got == want
+    log(f"{model}: {killed} of {kills} starts killed, reference {span:.1f} s; final eval "
+        f"{'identical' if same else 'DIFFERENT'} (image AUROC {got['mean']['image_auroc']:.4f} vs "
+        f"{want['mean']['image_auroc']:.4f})")
+    return same
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
+    a = ap.parse_args(argv)
+    rng = random.Random(a.seed)
+    work = Path(a.work or tempfile.mkdtemp(prefix="adkit-soak-"))
+    root = write_dataset(work / "data")
+    ok = [soak(m, root, work, a.kills, rng, a.iters) for m in a.models.split(",")]
+    print(f"{sum(ok)} of {len(ok)} models resumed to identical results ({work})")
+    return 0 if all(ok) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

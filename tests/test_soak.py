@@ -1,0 +1,55 @@
+"""kill -9 at random moments during `adkit train`, resume, and get the uninterrupted run's results exactly
+(a short run of benchmarks/soak_resume.py; the full soak is 10 kills per model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("soak_resume",
+                                              Path(__file__).parents[1] / "benchmarks" / "soak_resume.py")
+soak_resume = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(soak_resume)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", soak_resume.MODELS)
+def test_kill_nine_then_resume_gives_identical_results(tmp_path, model):
+    root = soak_resume.write_dataset(tmp_path / "data")
+    lines = []
+    assert soak_resume.soak(model, root, tmp_path, kills=3, rng=random.Random(model), iters=20, log=lines.append), \
+        lines
+    assert "identical" in lines[-1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_writes_a_checkpoint_at_the_current_step_and_resumes_identically(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from adkit import checkpoint, runs
+
+    root = soak_resume.write_dataset(tmp_path / "data")
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    iters = 1000
+    args = soak_resume.train_args("rd", root, run, iters=iters)
+    args[args.index("--save-every") + 1] = "50"
+    subprocess.run(soak_resume.train_args("rd", root, ref, iters=iters), env=soak_resume._env(), check=True,
+                   capture_output=True)
+    p = subprocess.Popen(args, env=soak_resume._env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not runs.checkpoint_path(run, "all").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # in the training loop, between checkpoints
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    assert "interrupted at step" in err and "run the same command again" in err and "Traceback" not in err
+    step = checkpoint.read_info(runs.checkpoint_path(run, "all"))["step"]
+    assert 50 <= step < iters
+    subprocess.run(args, env=soak_resume._env(), check=True, capture_output=True)
+    assert soak_resume.evaluate(run) == soak_resume.evaluate(ref)
