@@ -142,11 +142,13 @@ def noisy_or_plane(groups: dict[str, tuple[np.ndarray, np.ndarray]], ax=None, ti
 
 # -- notebooks ------------------------------------------------------------------------------------------
 def notebook_defaults(dpi: int = 72, jpeg_quality: int | None = 80) -> None:
-    """Small stored outputs: plotly figures as JSON (no embedded plotly.js), matplotlib figures at `dpi`,
-    as JPEG (photographs and heat maps are 5–10× smaller than as PNG) unless `jpeg_quality` is None."""
+    """Small stored outputs: plotly figures as JSON (no embedded plotly.js) plus a PNG redrawn by
+    `plotly_png` (for static viewers: GitHub, nbviewer, nbconvert), matplotlib figures at `dpi`, as JPEG
+    (photographs and heat maps are 5–10× smaller than as PNG) unless `jpeg_quality` is None."""
     import plotly.io as pio
 
-    pio.renderers.default = "plotly_mimetype"
+    pio.renderers["adkit_png"] = _static_png_renderer()
+    pio.renderers.default = "plotly_mimetype+adkit_png"
     plt.rcParams["figure.dpi"] = dpi
     plt.rcParams["savefig.dpi"] = dpi
     if jpeg_quality is not None:
@@ -438,3 +440,143 @@ def embedding_figure(panels: dict[str, np.ndarray], color: list[str], symbol: li
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(font=dict(size=10)))
     return fig
+
+
+# -- plotly figures for static viewers --------------------------------------------------------------------
+_MARKERS = {"circle": "o", "x": "x", "diamond": "D", "square": "s", "triangle-up": "^", "triangle-down": "v",
+            "triangle-left": "<", "triangle-right": ">", "cross": "P", "star": "*", "hexagon": "h",
+            "pentagon": "p", "asterisk": "+", "cross-thin": "+", "x-thin": "x"}
+
+
+def _values(v) -> np.ndarray | None:
+    """A trace's data array from a figure dict: a list, an array, or plotly's typed array {dtype, bdata}."""
+    import base64
+
+    if v is None:
+        return None
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(n) for n in str(v["shape"]).split(",")]) if "shape" in v else a
+    return np.asarray(v)
+
+
+def _text(t) -> str:
+    """Plain text of a plotly title or annotation (`<br>` as a line break, other tags dropped)."""
+    import re
+
+    t = t.get("text", "") if isinstance(t, dict) else (t or "")
+    return re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", str(t)))
+
+
+def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 170):
+    """A matplotlib redraw of a plotly figure from its own data: scatter traces (markers and lines, with
+    their colours, symbols, sizes, opacity and legend names) on the figure's subplot grid, subplot titles,
+    the title, axis titles and ranges. Other trace types are named on the figure, not drawn. No browser."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    d = fig if isinstance(fig, dict) else fig.to_dict()
+    layout, traces = d.get("layout", {}), d.get("data", [])
+    w, h = int(layout.get("width") or width), int(layout.get("height") or 450)
+    m = {"l": 80, "r": 80, "t": 100, "b": 80, **layout.get("margin", {})}
+    shown = [t for t in traces if t.get("showlegend", True) is not False and t.get("name")]
+    legend = layout.get("showlegend", len(shown) > 1) and bool(shown)
+    lw = legend_width if legend else 0
+    out = Figure(figsize=(w / 100, h / 100))
+    # the plot area in figure fractions; plotly's domains are fractions of it
+    x0, x1 = m["l"] / w, max(m["l"] + 50, w - m["r"] - lw) / w
+    y0, y1 = m["b"] / h, max(m["b"] + 50, h - m["t"]) / h
+
+    def area(xd, yd):
+        pw, ph = x1 - x0, y1 - y0
+        return [x0 + xd[0] * pw, y0 + yd[0] * ph, (xd[1] - xd[0]) * pw, (yd[1] - yd[0]) * ph]
+
+    axes: dict[tuple[str, str], object] = {}
+
+    def axis(xref: str, yref: str):
+        if (xref, yref) not in axes:
+            xa, ya = layout.get("xaxis" + xref[1:], {}), layout.get("yaxis" + yref[1:], {})
+            ax = out.add_axes(area(xa.get("domain", (0, 1)), ya.get("domain", (0, 1))))
+            for a, spec, set_label, set_lim, set_scale, get_axis in (
+                    ("x", xa, ax.set_xlabel, ax.set_xlim, ax.set_xscale, ax.xaxis),
+                    ("y", ya, ax.set_ylabel, ax.set_ylim, ax.set_yscale, ax.yaxis)):
+                set_label(_text(spec.get("title")), fontsize=9)
+                if spec.get("type") == "log":
+                    set_scale("log")
+                if spec.get("range") is not None and spec.get("type") != "log":
+                    set_lim(*spec["range"])
+                if spec.get("showticklabels") is False:
+                    get_axis.set_ticklabels([])
+                    ax.tick_params(axis=a, length=0)
+                get_axis.grid(True, color="#e5e5e5", lw=0.6)
+            ax.set_axisbelow(True)
+            axes[xref, yref] = ax
+        return axes[xref, yref]
+
+    handles, skipped = {}, []
+    for t in traces:
+        kind = t.get("type", "scatter")
+        if kind not in ("scatter", "scattergl"):
+            skipped.append(kind)
+            continue
+        ax = axis(t.get("xaxis", "x"), t.get("yaxis", "y"))
+        x, y = _values(t.get("x")), _values(t.get("y"))
+        if y is None:
+            continue
+        x = np.arange(len(y)) if x is None else x
+        mode, mk = t.get("mode", "lines+markers" if len(y) < 20 else "lines"), t.get("marker", {})
+        color, alpha = _values(mk.get("color")), mk.get("opacity", t.get("opacity", 1.0))
+        name = t.get("name") or ""
+        if "lines" in mode:
+            (line,) = ax.plot(x, y, color=t.get("line", {}).get("color"), lw=t.get("line", {}).get("width", 2) * 0.75,
+                              alpha=t.get("opacity", 1.0))
+            handles.setdefault(name, line)
+        if "markers" in mode:
+            symbol = str(mk.get("symbol", "circle"))
+            marker = _MARKERS.get(symbol.replace("-open", "").replace("-dot", ""), "o")
+            size = float(mk.get("size", 6)) * 0.75  # px at 100 dpi -> points
+            c = color.item() if color is not None and color.ndim == 0 else color
+            numeric = c is not None and not isinstance(c, str) and np.issubdtype(np.asarray(c).dtype, np.number)
+            ax.scatter(x, y, s=size**2, marker=marker, c=c, cmap="viridis" if numeric else None, alpha=alpha,
+                       linewidths=1.0 if marker in "x+" else 0)
+            handles.setdefault(name, Line2D([], [], ls="", marker=marker, ms=size, alpha=alpha,
+                                            color=c if isinstance(c, str) else "C0", mew=1.0))
+    for a in layout.get("annotations", []):  # subplot titles and other text placed on the paper
+        if a.get("xref") == "paper" and a.get("yref") == "paper":
+            out.text(x0 + a.get("x", 0.5) * (x1 - x0), y0 + a.get("y", 1.0) * (y1 - y0), _text(a.get("text")),
+                     ha={"left": "left", "right": "right"}.get(a.get("xanchor"), "center"),
+                     va={"top": "top", "middle": "center"}.get(a.get("yanchor"), "bottom"), fontsize=10)
+    title = _text(layout.get("title"))
+    if title:
+        out.text(0.01, 1 - 0.1 * 100 / h, title, ha="left", va="center", fontsize=12)
+    if legend:
+        names = [t["name"] for t in shown if t["name"] in handles]
+        out.legend([handles[n] for n in names], names, loc="upper left", bbox_to_anchor=(x1 + 0.01, y1),
+                   fontsize=8, frameon=False)
+    if skipped:
+        out.text(0.5, 0.01, "not drawn in this static copy: " + ", ".join(sorted(set(skipped))), ha="center",
+                 fontsize=8, color="gray")
+    return out
+
+
+def plotly_png(fig, dpi: int = 100) -> bytes:
+    """A plotly figure as PNG bytes, through `plotly_to_matplotlib` (no browser, no kaleido)."""
+    import io
+
+    buf = io.BytesIO()
+    plotly_to_matplotlib(fig).savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _static_png_renderer():
+    from plotly.io.base_renderers import MimetypeRenderer
+
+    class StaticPng(MimetypeRenderer):
+        """plotly renderer `adkit_png`: the figure as `image/png` from `plotly_png`."""
+
+        def to_mimebundle(self, fig_dict):
+            import base64
+
+            return {"image/png": base64.b64encode(plotly_png(fig_dict)).decode("ascii")}
+
+    return StaticPng()

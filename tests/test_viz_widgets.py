@@ -206,3 +206,51 @@ def test_embed_umap_is_deterministic_and_keeps_clusters_apart():
     d_within = np.linalg.norm(a[:30] - a[:30].mean(0), axis=1).mean()
     d_between = np.linalg.norm(a[:30].mean(0) - a[30:].mean(0))
     assert d_between > 3 * d_within
+
+
+def _embedding():
+    rng = np.random.default_rng(0)
+    xy = {"teacher": rng.random((12, 2)), "student": rng.random((12, 2))}
+    return viz.embedding_figure(xy, color=["brick", "cat", "grass"] * 4, symbol=["normal", "defect"] * 6,
+                                title="pooled features", symbols={"normal": "circle", "defect": "x"}), xy
+
+
+def test_plotly_redraw_keeps_the_grid_the_points_and_the_colours():
+    fig, xy = _embedding()
+    out = viz.plotly_to_matplotlib(fig)
+    axes = out.axes
+    assert len(axes) == 2 and axes[0].get_position().x1 < axes[1].get_position().x0  # two panels, side by side
+    # every point of every panel is drawn where its trace puts it, in its trace's colour and symbol
+    for ax, name in zip(axes, xy):
+        pts = np.concatenate([c.get_offsets() for c in ax.collections])
+        assert sorted(map(tuple, np.round(pts, 3))) == sorted(map(tuple, np.round(xy[name], 3)))
+    brick = next(t for t in fig.data if t.name == "brick normal")
+    drawn = axes[0].collections[[t.name for t in fig.data[:6]].index("brick normal")]
+    assert matplotlib.colors.to_hex(drawn.get_facecolor()[0]) == brick.marker.color
+    texts = [t.get_text() for t in out.texts]
+    assert {"teacher", "student", "pooled features"} <= set(texts)  # subplot titles and the title
+    legend = [t.get_text() for t in out.legends[0].get_texts()]
+    assert legend == [t.name for t in fig.data if t.showlegend]
+
+
+def test_plotly_figure_bundle_holds_the_json_and_a_png(monkeypatch):
+    import base64
+    import io
+
+    import plotly.io as pio
+    from PIL import Image
+
+    monkeypatch.setattr(pio.renderers, "default", pio.renderers.default)  # notebook_defaults changes it
+    fig, _ = _embedding()
+    viz.notebook_defaults()
+    bundle = fig._repr_mimebundle_()
+    assert bundle["application/vnd.plotly.v1+json"]["data"]
+    png = base64.b64decode(bundle["image/png"])
+    img = Image.open(io.BytesIO(png))
+    assert img.size == (900, 380)  # 900 px wide by default, the figure's height, at 100 dpi
+    pixels = np.asarray(img.convert("RGB"), dtype=float).reshape(-1, 3)
+    for t in fig.data[:3]:  # each class's markers are drawn: its colour, at its opacity over white
+        rgb = np.array([int(t.marker.color[i:i + 2], 16) for i in (1, 3, 5)])
+        seen = t.marker.opacity * rgb + (1 - t.marker.opacity) * 255
+        assert (np.abs(pixels - seen).max(axis=1) < 8).sum() > 20, t.name
+    plt.close("all")
