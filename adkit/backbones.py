@@ -195,6 +195,9 @@ def create(name: str = EMBEDDED, pretrained: bool = True, weights: str | os.Path
     kind, vit_indices = KNOWN.get(name, ("vit" if name.startswith("vit_") else "cnn", None))
     if kind == "vit":
         return _create_vit(name, pretrained, weights, out_indices or vit_indices or (3, 5, 8, 11))
+    if pretrained and weights is None and name != EMBEDDED and _cached_hub_file(name) is None \
+            and not hub_reachable():
+        raise _hub_error(name)  # before building the network: offline, this answers in seconds
     model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices or (1, 2, 3))
     info = model.feature_info
     channels, strides = list(info.channels()), list(info.reduction())

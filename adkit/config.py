@@ -72,6 +72,10 @@ class TrainConfig:
     lr: float | None = _field(None, "learning rate (default: the model's paper default)")
     seed: int = _field(0, "training seed (student init, batch order, dropout)")
     options: dict = _field(field(default_factory=dict), "")  # model options (the model config's fields)
+    amp: str = _field("off", "mixed precision of the student's forward: bf16 autocast (GPUs; CPUs that have it)",
+                      choices=("off", "bf16"))
+    device: str | None = _field(None, "cpu, cuda, cuda:1, mps (default: a GPU when there is one); under torchrun "
+                                "each process takes its LOCAL_RANK's GPU", compare=False)
     save_every: int = _field(200, "write a checkpoint every N steps", compare=False)
     save_minutes: float = _field(10.0, "and at least every M minutes", compare=False)
 
@@ -98,6 +102,9 @@ class TrainConfig:
         need(isinstance(self.options, dict) and all(isinstance(k, str) for k in self.options),
              "--opt: model options are key=value pairs")
         need(isinstance(self.backbone, str) and bool(self.backbone), "--backbone: give a timm model name")
+        need(self.amp in ("off", "bf16"), f"--amp {self.amp!r} — choose off or bf16")
+        need(self.device is None or (isinstance(self.device, str) and self.device.split(":")[0] in
+                                     ("cpu", "cuda", "mps")), f"--device {self.device!r} — use cpu, cuda, cuda:N or mps")
         if self.classes is not None:
             need(isinstance(self.classes, tuple) and len(self.classes) > 0, "--classes: give at least one class")
             for c in self.classes:
@@ -131,7 +138,8 @@ class TrainConfig:
         types = {"data": str, "setting": str, "model": str, "backbone": str, "root": (str, type(None)),
                  "weights": (str, type(None)), "image_size": int, "iters": int, "batch_size": int,
                  "seed": int, "save_every": int, "lr": (int, float, type(None)), "save_minutes": (int, float),
-                 "options": dict, "classes": (list, type(None))}
+                 "options": dict, "classes": (list, type(None)), "amp": str,
+                 "device": (str, type(None))}
         for k, v in d.items():
             if not isinstance(v, types[k]) or (isinstance(v, bool) and types[k] is not bool):
                 raise SettingsError(f"{source}: setting {k!r} has the wrong type ({type(v).__name__}) — "
