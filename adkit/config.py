@@ -104,7 +104,8 @@ class TrainConfig:
         need(isinstance(self.backbone, str) and bool(self.backbone), "--backbone: give a timm model name")
         need(self.amp in ("off", "bf16"), f"--amp {self.amp!r} — choose off or bf16")
         need(self.device is None or (isinstance(self.device, str) and self.device.split(":")[0] in
-                                     ("cpu", "cuda", "mps")), f"--device {self.device!r} — use cpu, cuda, cuda:N or mps")
+                                     ("cpu", "cuda", "mps")),
+             f"--device {self.device!r} — use cpu, cuda, cuda:N or mps")
         if self.classes is not None:
             need(isinstance(self.classes, tuple) and len(self.classes) > 0, "--classes: give at least one class")
             for c in self.classes:
