@@ -6,11 +6,17 @@
         ...
 
 The first `n_ram` images (as many as fit in the budget) keep their features and their pixels in RAM, in
-tensors allocated once at full size and filled in place. The rest either go to a file in `spill_dir`,
-read back by index through `numpy.memmap` (`overflow="memmap"`, the default), or are not stored at all:
-their images are decoded again and the teacher runs on them in the step (`overflow="recompute"`).
-On a 2-core CPU at 128 px with efficientnet_lite0 the memmap path fetches a batch of 16 in about a
-millisecond, while recomputing costs a teacher forward (~0.15 s): see benchmarks/cache_rss.py.
+tensors allocated once at full size and filled in place. The rest either go to a file in `spill_dir`
+(`overflow="spill"`, the default), or are not stored at all: their images are decoded again and the
+teacher runs on them in the step (`overflow="recompute"`). On a loaded 2-core CPU at 128 px with
+efficientnet_lite0, a batch of 16 from the spill file took 9 ms, recomputing it 620 ms (decode and teacher
+forward; benchmarks/cache_rss.py).
+
+The spill file is a flat array of records (`cache.record`: image, then each stage's fp16 features), the
+layout `numpy.memmap(path, dtype=cache.record)` reads, but the cache reads it row by row with positioned
+reads rather than through a memory map: mapped file pages count in the process's resident memory, and the
+kernel maps whole page-cache folios around each row read (measured: ~16 MB mapped for one batch of 11
+rows of 133 kB), so a mapped spill grew RSS past the budget as training touched it.
 
 Precision: features are rounded to fp16 (11 significant bits, relative error <= 2^-11 ~ 4.9e-4; values
 below ~6e-5 lose relative precision, below ~6e-8 become 0; over 65504 they would overflow, which is
@@ -35,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-OVERFLOW = ("memmap", "recompute")
+OVERFLOW = ("spill", "recompute")
 MB = 2**20
 
 _NP_DTYPES = {torch.uint8: np.uint8, torch.float16: np.float16, torch.float32: np.float32}
@@ -132,14 +138,14 @@ class FeatureCache:
     """Images and fp16 teacher features of a training set; RAM use bounded by `budget_mb`.
 
     `images`: a tensor `(N,3,H,W)` or a dataset whose items are image tensors or Sample dicts.
-    `overflow`: what happens to images beyond the budget, "memmap" (a file in `spill_dir`, default the
+    `overflow`: what happens to images beyond the budget, "spill" (a file in `spill_dir`, default the
     system's temporary folder) or "recompute" (decoded and run through the teacher in each step).
     """
 
     def __init__(self, teacher: torch.nn.Module, images, budget_mb: float | None = None,
-                 spill_dir: str | os.PathLike | None = None, overflow: str = "memmap",
+                 spill_dir: str | os.PathLike | None = None, overflow: str = "spill",
                  device: torch.device | str | None = None, batch_size: int = 32, num_workers: int | None = None,
-                 image_dtype: torch.dtype | None = None, release_mb: float | None = None, progress: bool = False):
+                 image_dtype: torch.dtype | None = None, progress: bool = False):
         if overflow not in OVERFLOW:
             raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
         if image_dtype not in (None, *_NP_DTYPES):
@@ -154,10 +160,7 @@ class FeatureCache:
             num_workers = 0 if isinstance(images, torch.Tensor) else min(4, max(1, (os.cpu_count() or 2) - 1))
         self.num_workers = num_workers
         self.spill_dir = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
-        self._file = self._mm = None
-        # memmap reads map pages into this process; after `release_mb` of them the file is mapped anew
-        release_mb = min(64.0, self.budget_bytes / MB / 4) if release_mb is None else release_mb
-        self._read_since_map, self._release_bytes = 0, int(release_mb * MB)
+        self._file, self.spill_path = None, None
         self._build(batch_size, image_dtype, progress)
 
     # -- sizes ------------------------------------------------------------------------------------------
@@ -174,7 +177,7 @@ class FeatureCache:
 
     @property
     def spill_bytes(self) -> int:
-        return self._mm.nbytes if self._mm is not None else 0
+        return self.record.itemsize * self.n_spilled if self._file is not None else 0
 
     @property
     def n_spilled(self) -> int:
@@ -186,7 +189,7 @@ class FeatureCache:
     def __repr__(self) -> str:
         return (f"FeatureCache({self.n} images, {self.n_ram} in RAM ({self.ram_bytes / MB:.1f} MB of "
                 f"{self.budget_bytes / MB:.1f} MB), {self.n_spilled} {self.overflow}"
-                + (f" ({self.spill_bytes / MB:.1f} MB in {self.spill_dir})" if self._mm is not None else "") + ")")
+                + (f" ({self.spill_bytes / MB:.1f} MB in {self.spill_dir})" if self._file is not None else "") + ")")
 
     # -- building ---------------------------------------------------------------------------------------
     def _build(self, batch_size: int, image_dtype: torch.dtype | None, progress: bool) -> None:
@@ -194,7 +197,7 @@ class FeatureCache:
 
         x0 = _image_of(self.source[0])[None]
         self._allocate(x0, self._teacher(x0), image_dtype)  # shapes from one image; all allocated here, once
-        stop = self.n if self.overflow == "memmap" else self.n_ram  # recompute: nothing stored past the budget
+        stop = self.n if self.overflow == "spill" else self.n_ram  # recompute: nothing stored past the budget
         loader = DataLoader(_Images(self.source, range(stop)), batch_size=batch_size, shuffle=False,
                             num_workers=self.num_workers if stop > batch_size else 0, collate_fn=_stack)
         start = 0
@@ -211,7 +214,6 @@ class FeatureCache:
             start = end
         if self._file is not None:
             self._file.flush()
-            self._map()
 
     @torch.no_grad()
     def _teacher(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -227,16 +229,13 @@ class FeatureCache:
             exact = torch.equal(x.mul(255).round().div(255.0), x.float())
             image_dtype = torch.uint8 if exact else torch.float16
         self.image_dtype = image_dtype
-        fits = self.budget_bytes // self.per_image_bytes
-        if fits < self.n and self.overflow == "memmap":  # room for the pages a read maps in, then drops
-            fits = max(0, self.budget_bytes - self._release_bytes) // self.per_image_bytes
-        self.n_ram = int(min(self.n, fits))
+        self.n_ram = int(min(self.n, self.budget_bytes // self.per_image_bytes))
         self._images = torch.empty((self.n_ram, *self.image_shape), dtype=image_dtype)
         self._feats = [torch.empty((self.n_ram, *s), dtype=torch.float16) for s in self.feature_shapes]
-        self._record = np.dtype([("image", _NP_DTYPES[image_dtype], self.image_shape)]
+        self.record = np.dtype([("image", _NP_DTYPES[image_dtype], self.image_shape)]
                                 + [(f"f{k}", np.float16, s) for k, s in enumerate(self.feature_shapes)], align=True)
-        if self.n_spilled and self.overflow == "memmap":
-            need = self._record.itemsize * self.n_spilled
+        if self.n_spilled and self.overflow == "spill":
+            need = self.record.itemsize * self.n_spilled
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(self.spill_dir).free
             if free < need:
@@ -249,16 +248,11 @@ class FeatureCache:
                 os.unlink(path)
 
     def _write_spill(self, x_st: torch.Tensor, t_feats: list[torch.Tensor]) -> None:
-        rows = np.empty(len(x_st), dtype=self._record)
+        rows = np.empty(len(x_st), dtype=self.record)
         rows["image"] = x_st.numpy()
         for k, t in enumerate(t_feats):
             rows[f"f{k}"] = t.numpy()
         self._file.write(rows.tobytes())
-
-    def _map(self) -> None:
-        """(Re)map the spill file: pages read so far leave this process's resident memory."""
-        self._mm = np.memmap(self._file, dtype=self._record, mode="r", shape=(self.n_spilled,))
-        self._read_since_map = 0
 
     # -- reading ----------------------------------------------------------------------------------------
     def batch(self, idx) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -294,7 +288,7 @@ class FeatureCache:
             for out, buf in zip(feats, self._feats, strict=True):
                 out[r] = buf[idx[r]].float()
         s = (~in_ram).nonzero().squeeze(1)
-        if len(s) and self.overflow == "memmap":
+        if len(s) and self.overflow == "spill":
             rows = self._read_rows(idx[s].numpy() - self.n_ram)
             x[s] = _from_stored(torch.from_numpy(rows["image"]))
             for k, out in enumerate(feats):
@@ -308,16 +302,18 @@ class FeatureCache:
         return x.to(self.device), [f.to(self.device) for f in feats]
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        if self._read_since_map >= self._release_bytes:
-            self._map()
-        out = self._mm[rows]  # fancy indexing copies the rows out of the map
-        self._read_since_map += out.nbytes
-        return np.asarray(out)
+        """Records `rows` of the spill file, read into a fresh array (nothing of the file stays mapped)."""
+        out = np.empty(len(rows), dtype=self.record)
+        size, raw = self.record.itemsize, out.view(np.uint8)
+        for j, row in enumerate(rows):
+            self._file.seek(int(row) * size)
+            if self._file.readinto(memoryview(raw[j * size:(j + 1) * size])) != size:
+                raise OSError(f"{self.spill_path}: short read at record {row}")
+        return out
 
     # -- end --------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Drop the spill file (RAM tensors go with the object)."""
-        self._mm = None
         if self._file is not None:
             self._file.close()
             self._file = None

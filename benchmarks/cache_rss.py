@@ -1,6 +1,6 @@
 """Peak memory and step time of the teacher-feature cache on a synthetic class of N images.
 
-    python benchmarks/cache_rss.py --compare                    # 150 vs 1,500 images, budget 256 MB
+    python benchmarks/cache_rss.py --compare                    # 150 vs 1,500 images, budget 256 MB, spill and the old path
     python benchmarks/cache_rss.py --n 1500 --budget-mb 64 --overflow recompute   # one measurement
 
 Each measurement runs in its own process (peak RSS is per process): it builds the cache for N PNG files
@@ -27,6 +27,19 @@ from pathlib import Path
 def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     kb = resource.getrusage(who).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def rss_now() -> dict:
+    """Current resident memory by kind (Linux /proc/self/status), MB: anonymous, file-backed, shared memory."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                out[key] = round(int(val.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
 
 
 def write_class(folder: Path, n: int, size: int) -> Path:
@@ -76,7 +89,7 @@ def measure(a: argparse.Namespace) -> dict:
         info = {"n_ram": cache.n_ram, "spill_mb": round(cache.spill_bytes / 2**20, 1),
                 "cache_ram_mb": round(cache.ram_bytes / 2**20, 1)}
     build_s = time.perf_counter() - t0
-    rss_built = peak_rss_mb()
+    rss_built, now_built = peak_rss_mb(), rss_now()
     fetch, step = [], []
     model.train()
     for _ in range(a.steps):
@@ -93,7 +106,8 @@ def measure(a: argparse.Namespace) -> dict:
             "batch_size": a.batch_size, "steps": a.steps, "threads": torch.get_num_threads(), **info,
             "build_s": round(build_s, 2), "fetch_ms_median": round(1000 * statistics.median(fetch), 2),
             "step_ms_median": round(1000 * statistics.median(step), 1),
-            "rss_after_imports_mb": round(rss_start, 1), "rss_after_build_mb": round(rss_built, 1),
+            "peak_rss_before_build_mb": round(rss_start, 1), "peak_rss_after_build_mb": round(rss_built, 1),
+            "rss_after_build": now_built, "rss_after_steps": rss_now(),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "children_peak_rss_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1)}
 
@@ -122,7 +136,7 @@ def compare(a: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=150)
-    p.add_argument("--overflow", default="memmap", choices=["memmap", "recompute", "legacy"])
+    p.add_argument("--overflow", default="spill", choices=["spill", "recompute", "legacy"])
     p.add_argument("--budget-mb", type=float, default=256)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=16)
@@ -132,7 +146,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "adkit-cache-rss"))
     p.add_argument("--compare", action="store_true", help="run every --modes x --sizes in its own process")
     p.add_argument("--sizes", type=int, nargs="+", default=[150, 1500])
-    p.add_argument("--modes", nargs="+", default=["memmap", "legacy"])
+    p.add_argument("--modes", nargs="+", default=["spill", "legacy"])
     a = p.parse_args()
     if a.compare:
         compare(a)

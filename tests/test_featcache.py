@@ -34,13 +34,12 @@ def fp32_feats(teacher, images) -> list[torch.Tensor]:
 
 
 def _budget_for(cache_like: FeatureCache, n_images: int) -> float:
-    """A budget in MB that holds exactly `n_images` images (and no room for a memmap read window)."""
+    """A budget in MB that holds exactly `n_images` images."""
     return (n_images * cache_like.per_image_bytes + 1) / featcache.MB
 
 
 def _held_bytes(obj) -> int:
-    """Bytes of every tensor and in-memory array the cache object holds (memmaps excluded: on disk; the
-    caller's own `source` excluded: not the cache's)."""
+    """Bytes of every tensor and array the cache object holds (the caller's own `source` excluded)."""
     total = 0
     for name, v in vars(obj).items():
         if name == "source":
@@ -48,7 +47,7 @@ def _held_bytes(obj) -> int:
         for item in v if isinstance(v, (list, tuple)) else [v]:
             if isinstance(item, torch.Tensor):
                 total += item.nbytes
-            elif isinstance(item, np.ndarray) and not isinstance(item, np.memmap):
+            elif isinstance(item, np.ndarray):
                 total += item.nbytes
     return total
 
@@ -80,9 +79,9 @@ def test_spilled_and_recomputed_batches_equal_in_ram_batches(teacher, images, tm
     with FeatureCache(teacher, images, budget_mb=100, batch_size=16) as ram:
         want = [ram.batch(i) for i in index_batches]
         budget = _budget_for(ram, 10)
-    with FeatureCache(teacher, images, budget_mb=budget, spill_dir=tmp_path, release_mb=0, batch_size=16) as mm:
-        assert mm.n_ram == 10 and mm.n_spilled == N - 10
-        for (x, f), (x_w, f_w) in zip(mm.batches(index_batches), want, strict=True):
+    with FeatureCache(teacher, images, budget_mb=budget, spill_dir=tmp_path, batch_size=16) as sp:
+        assert sp.n_ram == 10 and sp.n_spilled == N - 10
+        for (x, f), (x_w, f_w) in zip(sp.batches(index_batches), want, strict=True):
             # the same teacher batches wrote both: identical, not merely close
             assert torch.equal(x, x_w) and all(torch.equal(a, b) for a, b in zip(f, f_w, strict=True))
     with FeatureCache(teacher, images, budget_mb=budget, overflow="recompute", batch_size=16) as rc:
@@ -97,31 +96,32 @@ def test_budget_is_respected_and_no_bytes_beyond_it(teacher, images, tmp_path):
         per_image = one.per_image_bytes
     c0, c1, c2 = teacher.channels
     assert per_image == 3 * SIZE * SIZE + 2 * (c0 * (SIZE // 4) ** 2 + c1 * (SIZE // 8) ** 2 + c2 * (SIZE // 16) ** 2)
-    for budget_images, overflow in ((7, "memmap"), (7, "recompute"), (0, "memmap"), (N + 5, "memmap")):
+    for budget_images, overflow in ((7, "spill"), (7, "recompute"), (0, "spill"), (N + 5, "spill")):
         budget_mb = (budget_images * per_image + 100) / featcache.MB
-        with FeatureCache(teacher, images, budget_mb=budget_mb, spill_dir=tmp_path, overflow=overflow,
-                          release_mb=0) as cache:
+        with FeatureCache(teacher, images, budget_mb=budget_mb, spill_dir=tmp_path, overflow=overflow) as cache:
             n_ram = min(N, budget_images)
             assert cache.n_ram == n_ram
             assert cache.ram_bytes == _held_bytes(cache) == n_ram * per_image <= budget_mb * featcache.MB
-            spilled = N - n_ram if overflow == "memmap" else 0
-            assert cache.spill_bytes >= spilled * per_image
-            assert cache.spill_bytes < spilled * (per_image + 64) + 1  # a record is padded to 2-byte alignment
+            spilled = N - n_ram if overflow == "spill" else 0
+            assert cache.record.itemsize - per_image in (0, 1)  # a record is padded to 2-byte alignment at most
+            assert cache.spill_bytes == spilled * cache.record.itemsize
+            if spilled:
+                assert os.fstat(cache._file.fileno()).st_size == cache.spill_bytes
 
 
-def test_memmap_reserves_its_read_window_inside_the_budget(teacher, images, tmp_path):
-    with FeatureCache(teacher, images[:1], budget_mb=1) as one:
-        per_image = one.per_image_bytes
-    budget = 20 * per_image / featcache.MB
-    window = 5 * per_image / featcache.MB
-    with FeatureCache(teacher, images, budget_mb=budget, spill_dir=tmp_path, release_mb=window) as cache:
-        assert cache.n_ram == 15
-        # reads past the window remap the file, so pages read earlier leave the process
-        maps = []
-        for i in range(N - 15):
-            cache.batch(torch.tensor([15 + i]))
-            maps.append(id(cache._mm))
-        assert len(set(maps)) > 1
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_spill_file_is_never_mapped_into_memory(teacher, images, tmp_path):
+    """Mapped file pages would count in RSS beyond the budget: the spill is read with positioned reads."""
+    with FeatureCache(teacher, images, budget_mb=0, spill_dir=tmp_path) as cache:
+        x, _ = cache.batch(torch.arange(N).flip(0))
+        assert torch.equal(x, images.flip(0))
+        assert "adkit-featcache-" not in Path("/proc/self/maps").read_text()
+        # the layout is the one numpy.memmap reads
+        fd = os.dup(cache._file.fileno())
+        with os.fdopen(fd, "rb") as f:
+            mm = np.memmap(f, dtype=cache.record, mode="r", shape=(N,))
+            assert np.array_equal(mm["image"][3], (images[3] * 255).round().to(torch.uint8).numpy())
+            del mm
 
 
 def test_memmap_file_lives_in_the_given_folder(teacher, images, tmp_path):
