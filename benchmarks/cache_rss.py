@@ -1,6 +1,6 @@
 """Peak memory and step time of the teacher-feature cache on a synthetic class of N images.
 
-    python benchmarks/cache_rss.py --compare                    # 150 vs 1,500 images, budget 256 MB, spill and the old path
+    python benchmarks/cache_rss.py --compare           # 150 vs 1,500 images, budget 256 MB, spill and the old path
     python benchmarks/cache_rss.py --n 1500 --budget-mb 64 --overflow recompute   # one measurement
 
 Each measurement runs in its own process (peak RSS is per process): it builds the cache for N PNG files
