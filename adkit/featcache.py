@@ -202,6 +202,7 @@ class FeatureCache:
                             num_workers=self.num_workers if stop > batch_size else 0, collate_fn=_stack)
         start = 0
         for x in tqdm(loader, desc="teacher features", leave=False, disable=not progress):
+            x = x.cpu()  # a tensor source may live on the GPU; storage is in host memory
             t_feats, end = self._teacher(x), start + len(x)
             x_st = _to_stored(x, self.image_dtype, start)
             r = max(0, min(end, self.n_ram) - start)  # rows of this batch that stay in RAM
@@ -303,6 +304,8 @@ class FeatureCache:
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Records `rows` of the spill file, read into a fresh array (nothing of the file stays mapped)."""
+        if self._file is None:
+            raise RuntimeError("FeatureCache: closed; its spill file is gone")
         out = np.empty(len(rows), dtype=self.record)
         size, raw = self.record.itemsize, out.view(np.uint8)
         for j, row in enumerate(rows):
