@@ -9,7 +9,6 @@ traceback. Building the parser loads no torch: `adkit --help` answers at once.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -76,15 +75,17 @@ def _seeds(s: str | None) -> list[int] | None:
 def cmd_train(a) -> int:
     seeds = _seeds(a.seeds)
     cfgs = [_train_config(a, seed) for seed in seeds] if seeds else [_train_config(a)]  # all checked first
+    from .distributed import is_main
     from .train import train
 
     outs = [os.path.join(a.out, f"seed{c.seed}") for c in cfgs] if seeds else [a.out]
     for cfg, out in zip(cfgs, outs):
         t0 = time.perf_counter()
         run = train(cfg, out, progress=not a.quiet)
-        print(f"trained {cfg.model} ({cfg.setting}, seed {cfg.seed}) into {run} in "
-              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    if seeds:
+        if is_main():
+            print(f"trained {cfg.model} ({cfg.setting}, seed {cfg.seed}) into {run} in "
+                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if seeds and is_main():
         print(f"runs: {' '.join(outs)} — summarise them with `adkit report {' '.join(outs)}`", file=sys.stderr)
     return 0
 

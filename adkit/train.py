@@ -11,6 +11,7 @@ uninterrupted one would. Checkpoints are written every `save_every` steps and at
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import backbones, checkpoint, data, models, runs
+from . import backbones, checkpoint, data, distributed, models, runs
 from .config import ALL, SETTINGS, TrainConfig  # noqa: F401  (re-exported: adkit.train.TrainConfig)
 from .errors import AdkitError, SettingsError, UsageError
 from .runs import model_names
@@ -127,7 +128,7 @@ IDENTITY_KEYS = ("name", "train", "model", "config")  # what a resumed checkpoin
 def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int = 16, seed: int = 0,
         ckpt: Path | None = None, settings: dict | None = None, save_every: int = 200, progress: bool = True,
         desc: str = "training", history: list | None = None, callback=None,
-        save_minutes: float | None = None) -> list[dict]:
+        save_minutes: float | None = None, amp: str = "off") -> list[dict]:
     """Train `model` on normal `images` (N,3,H,W) for `iters` steps; resume from `ckpt` if it has a partial run.
 
     A fraction `model.calibration_holdout` of the images is kept out of training and passed to
@@ -135,6 +136,9 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
     RNG states, `settings`, step) is written every `save_every` steps, every `save_minutes` minutes, on
     SIGINT/SIGTERM (then `Interrupted` is raised) and at the end; a resumed run ends with the same weights as
     an uninterrupted one. Returns the loss history (one dict per step); `callback(step, losses)` after each.
+
+    Under torchrun (`adkit.distributed`) each rank trains on its share of every global batch through DDP and
+    rank 0 alone writes; `amp="bf16"` runs the forward and loss under bf16 autocast.
     """
     device = next(model.student_parameters().__iter__()).device
     torch.manual_seed(seed)
@@ -170,25 +174,32 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         if done == iters:
             model.eval()
             model.calibrate(cal_images, cal_feats)
-        info = dict(settings, step=done, done=done == iters, history=history,
-                    train_seconds=seconds + time.monotonic() - t0)
-        checkpoint.save(ckpt, model.student_state_dict(), info, opt if done < iters else None,
-                        checkpoint.rng_state())
+        if distributed.is_main():
+            info = dict(settings, step=done, done=done == iters, history=history,
+                        train_seconds=seconds + time.monotonic() - t0)
+            checkpoint.save(ckpt, model.student_state_dict(), info, opt if done < iters else None,
+                            checkpoint.rng_state())
         last_save = time.monotonic()
 
     model.train()
+    net = distributed.wrap(model, device)  # the model itself for one process
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
     # redrawn at most once a second: in a notebook every redraw is a few widget messages, and a flood of
     # them can outrun a test runner's output timeout (nbval waits 5 s for a cell's last message)
-    bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, disable=not progress, mininterval=1.0)
-    with _StopSignals(ckpt is not None) as stop:
+    bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, mininterval=1.0,
+               disable=not progress or not distributed.is_main())
+    with _StopSignals(ckpt is not None) as stop, distributed.cpu_sync_batch_norm():
         for step in bar:
-            idx = _batch_indices(len(images), batch_size, seed, step).to(device)
-            out = model(images[idx], [t[idx] for t in t_feats])
-            losses = model.loss(out)
+            idx = distributed.share(_batch_indices(len(images), batch_size, seed, step)).to(device)
+            with autocast:
+                out = net(images[idx], [t[idx] for t in t_feats])
+                losses = model.loss(out)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             opt.step()
-            row = {k: float(v.detach()) for k, v in losses.items()}
+            if step == start and distributed.active():
+                distributed.broadcast_state(model)  # e.g. CRAM's k-means init saw only this rank's share
+            row = distributed.mean_row({k: float(v.detach()) for k, v in losses.items()}, device)
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
             if callback is not None:
@@ -196,15 +207,18 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
             done = step + 1
             if ckpt is None:
                 continue
+            stopping = distributed.any_rank(stop.received is not None, device)
             due = done % save_every == 0 or done == iters
             if save_minutes is not None and time.monotonic() - last_save >= 60 * save_minutes:
                 due = True
-            if due or stop.received is not None:
+            if due or stopping:
                 save(done)
-            if stop.received is not None and done < iters:
+            if stopping and done < iters:
                 bar.close()
+                distributed.barrier()  # rank 0 has written the checkpoint
                 raise Interrupted(f"{ckpt}: {desc} interrupted at step {done} of {iters}, checkpoint written — "
                                   "run the same command again to resume")
+    distributed.barrier()
     if ckpt is None:
         model.eval()
         model.calibrate(cal_images, cal_feats)
@@ -227,6 +241,9 @@ def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
         models.make_config(cfg.model, **dict(cfg.options, **({"lr": cfg.lr} if cfg.lr is not None else {})))
     except (ValueError, TypeError) as err:
         raise UsageError(f"--opt: {err}") from None
+    if cfg.batch_size % distributed.world_size():
+        raise UsageError(f"--batch-size {cfg.batch_size}: must split evenly over the {distributed.world_size()} "
+                         "processes torchrun started — use a multiple of --nproc_per_node × --nnodes")
     records = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
     if not records:
         raise UsageError(f"--data {cfg.data}: no training images for classes {list(cfg.classes or [])}")
@@ -264,7 +281,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
             raise UsageError(f"{settings_path}: this folder holds a run with other settings — use a new --out "
                              "folder or delete it")
     records, teacher = preflight(cfg)
-    device = device or device_default()
+    device = distributed.init(device or (torch.device(cfg.device) if cfg.device else device_default()))
     teacher = teacher.to(device)
     classes = sorted({r.cls for r in records})
 
@@ -281,10 +298,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
 
     todo = [name for name in model_names(cfg, classes) if not finished(name)]
     first = images_of(todo[0]) if todo else None  # an unreadable image fails here, before anything is written
-    with runs.RunLock(out):
-        runs.remove_temporary_files(out)
-        if not settings_path.is_file():
-            checkpoint.write_json(settings_path, runs.settings_dict(cfg, classes))
+    main = distributed.is_main()  # under torchrun rank 0 alone writes (and holds the lock)
+    with runs.RunLock(out) if main else contextlib.nullcontext():
+        if main:
+            runs.remove_temporary_files(out)
+            if not settings_path.is_file():
+                checkpoint.write_json(settings_path, runs.settings_dict(cfg, classes))
+        distributed.barrier()
         for name in todo:
             ckpt = runs.checkpoint_path(out, name)
             images, first = (first if first is not None else images_of(name)), None
@@ -293,7 +313,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
             settings = dict(model.settings(), classes=[name] if name != ALL else classes,
                             **runs.checkpoint_identity(cfg, name))
             fit(model, images, cfg.iters, cfg.batch_size, cfg.seed, ckpt, settings, cfg.save_every, progress,
-                desc=f"{cfg.model} {name}", save_minutes=cfg.save_minutes)
+                desc=f"{cfg.model} {name}", save_minutes=cfg.save_minutes, amp=cfg.amp)
     return out
 
 
