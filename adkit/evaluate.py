@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data, metrics, runs
-from .losses import image_score
 from .config import ALL
+from .losses import image_score
 from .runs import load_run
 from .train import device_default
 

@@ -22,6 +22,7 @@ from . import semantic
 from .checks import fail
 from .core import DataError, Record
 
+
 class SafeUnpickler(pickle.Unpickler):
     """Unpickles plain data only: builtins' containers and numpy arrays; any other global is refused."""
 
