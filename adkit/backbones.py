@@ -195,6 +195,8 @@ def create(name: str = EMBEDDED, pretrained: bool = True, weights: str | os.Path
     kind, vit_indices = KNOWN.get(name, ("vit" if name.startswith("vit_") else "cnn", None))
     if kind == "vit":
         return _create_vit(name, pretrained, weights, out_indices or vit_indices or (3, 5, 8, 11))
+    if not timm.is_model(name):
+        raise ValueError(f"{name!r} is not a timm model — e.g. {', '.join(KNOWN)}")
     if pretrained and weights is None and name != EMBEDDED and _cached_hub_file(name) is None \
             and not hub_reachable():
         raise _hub_error(name)  # before building the network: offline, this answers in seconds

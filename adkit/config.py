@@ -76,6 +76,8 @@ class TrainConfig:
                       choices=("off", "bf16"))
     device: str | None = _field(None, "cpu, cuda, cuda:1, mps (default: a GPU when there is one); under torchrun "
                                 "each process takes its LOCAL_RANK's GPU", compare=False)
+    cache_mb: float | None = _field(None, "memory for cached teacher features (fp16); beyond it they spill to a file "
+                                    "beside the run (default: a quarter of the free memory)", compare=False)
     save_every: int = _field(200, "write a checkpoint every N steps", compare=False)
     save_minutes: float = _field(10.0, "and at least every M minutes", compare=False)
 
@@ -103,6 +105,8 @@ class TrainConfig:
              "--opt: model options are key=value pairs")
         need(isinstance(self.backbone, str) and bool(self.backbone), "--backbone: give a timm model name")
         need(self.amp in ("off", "bf16"), f"--amp {self.amp!r} — choose off or bf16")
+        need(self.cache_mb is None or (isinstance(self.cache_mb, (int, float)) and self.cache_mb >= 0),
+             f"--cache-mb {self.cache_mb!r} — it must be a number of megabytes ≥ 0")
         need(self.device is None or (isinstance(self.device, str) and self.device.split(":")[0] in
                                      ("cpu", "cuda", "mps")),
              f"--device {self.device!r} — use cpu, cuda, cuda:N or mps")
@@ -140,7 +144,7 @@ class TrainConfig:
                  "weights": (str, type(None)), "image_size": int, "iters": int, "batch_size": int,
                  "seed": int, "save_every": int, "lr": (int, float, type(None)), "save_minutes": (int, float),
                  "options": dict, "classes": (list, type(None)), "amp": str,
-                 "device": (str, type(None))}
+                 "device": (str, type(None)), "cache_mb": (int, float, type(None))}
         for k, v in d.items():
             if not isinstance(v, types[k]) or (isinstance(v, bool) and types[k] is not bool):
                 raise SettingsError(f"{source}: setting {k!r} has the wrong type ({type(v).__name__}) — "

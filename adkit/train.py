@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from . import backbones, checkpoint, data, distributed, models, runs
 from .config import ALL, SETTINGS, TrainConfig  # noqa: F401  (re-exported: adkit.train.TrainConfig)
 from .errors import AdkitError, SettingsError, UsageError
+from .featcache import FeatureCache
 from .runs import model_names
 
 CHECKPOINT_FORMAT = checkpoint.FORMAT  # part of a cached run's key: a new format retrains
@@ -128,7 +129,8 @@ IDENTITY_KEYS = ("name", "train", "model", "config")  # what a resumed checkpoin
 def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int = 16, seed: int = 0,
         ckpt: Path | None = None, settings: dict | None = None, save_every: int = 200, progress: bool = True,
         desc: str = "training", history: list | None = None, callback=None,
-        save_minutes: float | None = None, amp: str = "off") -> list[dict]:
+        save_minutes: float | None = None, amp: str = "off", cache_mb: float | None = None,
+        spill_dir: str | Path | None = None) -> list[dict]:
     """Train `model` on normal `images` (N,3,H,W) for `iters` steps; resume from `ckpt` if it has a partial run.
 
     A fraction `model.calibration_holdout` of the images is kept out of training and passed to
@@ -136,6 +138,10 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
     RNG states, `settings`, step) is written every `save_every` steps, every `save_minutes` minutes, on
     SIGINT/SIGTERM (then `Interrupted` is raised) and at the end; a resumed run ends with the same weights as
     an uninterrupted one. Returns the loss history (one dict per step); `callback(step, losses)` after each.
+
+    `images` is a tensor, a dataset of images or a `FeatureCache`: teacher features are computed once, kept as
+    fp16 within `cache_mb` (default: a quarter of the free memory) and spilled to a file in `spill_dir` beyond
+    it (`adkit.featcache`), so memory does not grow with the dataset.
 
     Under torchrun (`adkit.distributed`) each rank trains on its share of every global batch through DDP and
     rank 0 alone writes; `amp="bf16"` runs the forward and loss under bf16 autocast.
@@ -159,21 +165,23 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         checkpoint.set_rng_state(ck.rng)
     if start >= iters:
         return history
-    t_feats = teacher_features(model.teacher, images, device=device, progress=progress)
-    images = images.to(device)
-    cal_images, cal_feats = images, t_feats
+    cache = images if isinstance(images, FeatureCache) else FeatureCache(
+        model.teacher, images, budget_mb=cache_mb, spill_dir=spill_dir, device=device, progress=progress)
+    fit_idx = cal_idx = torch.arange(len(cache))
     if model.calibration_holdout > 0:
-        fit_idx, cal_idx = holdout_split(len(images), model.calibration_holdout, seed)
-        cal_images, cal_feats = images[cal_idx], [t[cal_idx] for t in t_feats]
-        images, t_feats = images[fit_idx], [t[fit_idx] for t in t_feats]
+        fit_idx, cal_idx = holdout_split(len(cache), model.calibration_holdout, seed)
+
+    def calibrate() -> None:
+        model.eval()
+        if type(model).calibrate is not models.ADModel.calibrate:  # materialise only what a model uses
+            model.calibrate(*cache.batch(cal_idx))
 
     t0 = last_save = time.monotonic()
 
     def save(done: int) -> None:
         nonlocal last_save
         if done == iters:
-            model.eval()
-            model.calibrate(cal_images, cal_feats)
+            calibrate()
         if distributed.is_main():
             info = dict(settings, step=done, done=done == iters, history=history,
                         train_seconds=seconds + time.monotonic() - t0)
@@ -188,11 +196,13 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
     # them can outrun a test runner's output timeout (nbval waits 5 s for a cell's last message)
     bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, mininterval=1.0,
                disable=not progress or not distributed.is_main())
+    # the images of each step: the (seed, step) batch over the training part, this rank's share of it
+    index_batches = (fit_idx[distributed.share(_batch_indices(len(fit_idx), batch_size, seed, step))]
+                     for step in range(start, iters))
     with _StopSignals(ckpt is not None) as stop, distributed.cpu_sync_batch_norm():
-        for step in bar:
-            idx = distributed.share(_batch_indices(len(images), batch_size, seed, step)).to(device)
+        for step, (x, t_feats) in zip(bar, cache.batches(index_batches)):
             with autocast:
-                out = net(images[idx], [t[idx] for t in t_feats])
+                out = net(x, t_feats)
                 losses = model.loss(out)
             opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -220,8 +230,9 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
                                   "run the same command again to resume")
     distributed.barrier()
     if ckpt is None:
-        model.eval()
-        model.calibrate(cal_images, cal_feats)
+        calibrate()
+    if not isinstance(images, FeatureCache):
+        cache.close()
     model.eval()
     return history
 
@@ -249,7 +260,7 @@ def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
         raise UsageError(f"--data {cfg.data}: no training images for classes {list(cfg.classes or [])}")
     try:
         teacher = backbones.create(cfg.backbone, weights=cfg.weights)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         if isinstance(err, backbones.BackboneUnavailable):
             raise
         raise UsageError(f"--backbone {cfg.backbone!r}: not a timm model this adkit can use ({err}) — "
@@ -285,9 +296,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
     teacher = teacher.to(device)
     classes = sorted({r.cls for r in records})
 
-    def images_of(name: str) -> torch.Tensor:
+    existing = out
+    while not existing.is_dir():  # features beyond the budget spill beside the run (the file is unlinked at once)
+        existing = existing.parent
+
+    def images_of(name: str) -> FeatureCache:
+        """The model's training images and their teacher features, within the memory budget."""
         recs = [r for r in records if name in (ALL, r.cls)]
-        return data.load_all(data.ImageDataset(recs, cfg.image_size), progress=progress)["image"]
+        return FeatureCache(teacher, data.ImageDataset(recs, cfg.image_size), budget_mb=cfg.cache_mb,
+                            spill_dir=existing, device=device, progress=progress)
 
     def finished(name: str) -> bool:
         ckpt = runs.checkpoint_path(out, name)
@@ -297,7 +314,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
         return True
 
     todo = [name for name in model_names(cfg, classes) if not finished(name)]
-    first = images_of(todo[0]) if todo else None  # an unreadable image fails here, before anything is written
+    # an unreadable image fails here, before anything is written
+    first = images_of(todo[0]) if todo else None
     main = distributed.is_main()  # under torchrun rank 0 alone writes (and holds the lock)
     with runs.RunLock(out) if main else contextlib.nullcontext():
         if main:
@@ -312,8 +330,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
             model = build_model(cfg, teacher).to(device)
             settings = dict(model.settings(), classes=[name] if name != ALL else classes,
                             **runs.checkpoint_identity(cfg, name))
-            fit(model, images, cfg.iters, cfg.batch_size, cfg.seed, ckpt, settings, cfg.save_every, progress,
-                desc=f"{cfg.model} {name}", save_minutes=cfg.save_minutes, amp=cfg.amp)
+            with images:
+                fit(model, images, cfg.iters, cfg.batch_size, cfg.seed, ckpt, settings, cfg.save_every, progress,
+                    desc=f"{cfg.model} {name}", save_minutes=cfg.save_minutes, amp=cfg.amp)
     return out
 
 
