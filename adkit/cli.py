@@ -143,11 +143,19 @@ def cmd_data(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from .bench import bench, format_bench
+    from . import bench
 
-    res = bench(a.model, a.backbone, a.image_size, a.batch_size, steps=a.steps, warmup=a.warmup,
-                pretrained=a.pretrained, options=_options(a.opt))
-    print(json.dumps(res, sort_keys=True) if a.json else format_bench(res))
+    if a.vs_anomalib:
+        try:
+            res = bench.bench_vs_anomalib(a.backbone if a.backbone.startswith("resnet") else "resnet18",
+                                          a.image_size, a.batch_size, steps=a.steps, warmup=a.warmup)
+        except ImportError:
+            raise UsageError(f"--vs-anomalib: {bench.ANOMALIB_MISSING}") from None
+        print(json.dumps(res, sort_keys=True) if a.json else bench.format_vs_anomalib(res))
+        return 0
+    res = bench.bench(a.model, a.backbone, a.image_size, a.batch_size, steps=a.steps, warmup=a.warmup,
+                      pretrained=a.pretrained, options=_options(a.opt), cache_images=a.cache_images)
+    print(json.dumps(res, sort_keys=True) if a.json else bench.format_bench(res))
     return 0
 
 
@@ -272,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--pretrained", action="store_true", help="load real weights (timing does not need them)")
     b.add_argument("--opt", action="append")
+    b.add_argument("--cache-images", type=int, default=None, help="images in the feature cache (default: 4 batches)")
+    b.add_argument("--vs-anomalib", action="store_true",
+                   help="anomalib's ReverseDistillation beside adkit's RD, same backbone (a ResNet), size and batch")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 
