@@ -1,8 +1,9 @@
 """Ablations. SNL as one loop: base → +spatial-channel → +intra → +inter → +CRAM, one-class and multi-class;
 and the dual student's fusion on one trained run (`dual_ablation`).
 
-    python -m adkit.ablation --out runs/ablation --classes brick,grass,cat,coffee --iters-one 100
-    python -m adkit.ablation --dual runs/digits-dual            # each branch, sum, Noisy-OR × link × calibration
+    adkit ablate --out runs/ablation --classes brick,grass,cat,coffee --iters-one 100
+    adkit ablate --dual runs/digits-dual            # each branch, sum, Noisy-OR × link × calibration
+    (`python -m adkit.ablation ...` is the same command)
 
 Each step is a cumulative set of `rd+snl` (or `fd+snl`) options (`adkit.models.snl.ABLATION`); every run
 goes through `cached_run`, so re-running the loop only trains what is missing. Prints a markdown table
@@ -96,17 +97,8 @@ def markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/ablation")
-    p.add_argument("--classes", default="brick,grass,gravel,tissue,cat,coffee,cameraman,rocket")
-    p.add_argument("--iters-one", type=int, default=100)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--base", default="rd", choices=["rd", "fd"])
-    p.add_argument("--steps", default=None, help="comma-separated subset of " + ", ".join(ABLATION))
-    p.add_argument("--dual", default=None, metavar="RUN", help="instead: the fusion ablation of a trained dual run")
-    p.add_argument("--data", default=None, help="with --dual: another test set, e.g. mini_semantic")
-    a = p.parse_args(argv)
+def run_cli(a) -> int:
+    """`adkit ablate` (and `python -m adkit.ablation`) with parsed arguments (see `adkit.cli.ablate_arguments`)."""
     if a.dual:
         print(dual_markdown(dual_ablation(a.dual, data_name=a.data)))
         return 0
@@ -114,6 +106,14 @@ def main(argv=None) -> int:
                         steps=a.steps.split(",") if a.steps else None)
     print(markdown(rows))
     return 0
+
+
+def main(argv=None) -> int:
+    from .cli import ablate_arguments
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ablate_arguments(p)
+    return run_cli(p.parse_args(argv))
 
 
 if __name__ == "__main__":

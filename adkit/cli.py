@@ -194,6 +194,24 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_ablate(a) -> int:
+    from .ablation import run_cli
+
+    return run_cli(a)
+
+
+def ablate_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `adkit ablate` (also `python -m adkit.ablation`)."""
+    p.add_argument("--out", default="runs/ablation", help="cache of the ablation's runs")
+    p.add_argument("--classes", default="brick,grass,gravel,tissue,cat,coffee,cameraman,rocket")
+    p.add_argument("--iters-one", type=int, default=100, help="steps per class (multi-class: × classes)")
+    p.add_argument("--image-size", type=int, default=_DEFAULTS.image_size)
+    p.add_argument("--base", default="rd", choices=["rd", "fd"])
+    p.add_argument("--steps", default=None, help="comma-separated subset of the ablation steps (default: all)")
+    p.add_argument("--dual", default=None, metavar="RUN", help="instead: the fusion ablation of a trained dual run")
+    p.add_argument("--data", default=None, help="with --dual: another test set, e.g. mini_semantic")
+
+
 def cmd_demo(a) -> int:
     from .demo import demo
 
@@ -270,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_probe)
+
+    ab = sub.add_parser("ablate", help="SNL's parts one by one, or the dual student's fusion on a trained run")
+    ablate_arguments(ab)
+    ab.set_defaults(func=cmd_ablate)
 
     b = sub.add_parser("bench", help="training and inference speed, peak memory")
     b.add_argument("--model", default="rd")
