@@ -4,3 +4,7 @@ Submodules: backbones, data, models, losses, metrics, train, evaluate, probes, f
 """
 
 __version__ = "0.1.0"
+
+from .runtime import configure as _configure  # noqa: E402  (thread defaults, before torch loads)
+
+_configure()

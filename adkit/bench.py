@@ -60,8 +60,9 @@ def _train_step(m: models.ADModel, opt: torch.optim.Optimizer, x: torch.Tensor,
 
 def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int = 128, batch_size: int = 16,
           steps: int = 10, warmup: int = 3, pretrained: bool = False, options: dict | None = None,
-          device: torch.device | None = None, cache_images: int | None = None) -> dict:
-    """Throughput and memory of one model; `cache_images` images (default 4 batches) fill the feature cache."""
+          device: torch.device | None = None, cache_images: int | None = None, progress: bool = False) -> dict:
+    """Throughput and memory of one model; `cache_images` images (default 4 batches) fill the feature cache.
+    With `progress`, one status line per timed phase on stderr."""
     device = device or device_default()
     torch.manual_seed(0)
     teacher = backbones.create(backbone, pretrained=pretrained).to(device)
@@ -96,6 +97,9 @@ def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int
     timed = {"teacher": teacher_step, "infer": infer_step, "train_uncached": lambda: _train_step(m, opt, x, None),
              "train_cached": cached_step}
     for name, fn in timed.items():
+        if progress:
+            print(f"bench: timing {name.replace('_', ' ')} ({warmup} + {steps} steps of {batch_size})",
+                  file=sys.stderr, flush=True)
         step_s = _median_step_s(fn, steps, warmup, device)
         res[f"{name}_img_s"] = round(batch_size / step_s, 2)
         res[f"{name}_step_s"] = round(step_s, 4)

@@ -154,7 +154,8 @@ def cmd_bench(a) -> int:
         print(json.dumps(res, sort_keys=True) if a.json else bench.format_vs_anomalib(res))
         return 0
     res = bench.bench(a.model, a.backbone, a.image_size, a.batch_size, steps=a.steps, warmup=a.warmup,
-                      pretrained=a.pretrained, options=_options(a.opt), cache_images=a.cache_images)
+                      pretrained=a.pretrained, options=_options(a.opt), cache_images=a.cache_images,
+                      progress=not a.json)
     print(json.dumps(res, sort_keys=True) if a.json else bench.format_bench(res))
     return 0
 
@@ -166,7 +167,8 @@ def cmd_probe(a) -> int:
     if not classes or len(classes) != 2:
         raise UsageError("--classes: give two classes, A,B (mixup blends A with B; cut-paste pastes A onto B)")
     if a.kind == "mixup":
-        res = probes.mixup_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed)
+        res = probes.mixup_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed,
+                               progress=not a.json)
     else:
         res = probes.cutpaste_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed)
     if a.json:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import data, metrics, runs
 from .data import defects
@@ -48,14 +49,14 @@ def model_for(models: dict, cls: str):
 
 
 def mixup_probe(models_by_name: dict, a_imgs: np.ndarray, b_imgs: np.ndarray, a: str, b: str,
-                lambdas=LAMBDAS) -> dict:
-    """Blend-vs-normal AUROC and score statistics per λ; see the module docstring."""
+                lambdas=LAMBDAS, progress: bool = False) -> dict:
+    """Blend-vs-normal AUROC and score statistics per λ; see the module docstring. `progress`: a bar over λ."""
     n = min(len(a_imgs), len(b_imgs))
     normal_scores = {a: predict(model_for(models_by_name, a), to_tensor(a_imgs))["score"],
                      b: predict(model_for(models_by_name, b), to_tensor(b_imgs))["score"]}
     res = {"classes": [a, b], "lambda": [float(x) for x in lambdas], "auroc": [], "ratio": [], "reference": [],
            "_blend_scores": [], "_normal_scores": normal_scores, "_blends": []}
-    for lam in lambdas:
+    for lam in tqdm(lambdas, desc="mixup probe (λ)", leave=False, disable=not progress):
         blends = np.stack([defects.mixup(a_imgs[i], b_imgs[i], lam) for i in range(n)])
         ref = a if lam >= 0.5 else b
         s_blend = predict(model_for(models_by_name, ref), to_tensor(blends))["score"]
@@ -103,12 +104,12 @@ def _run_data(run_dir, data_name, root, scored: list[str]):
 
 
 def mixup_run(run_dir, a: str, b: str, data_name: str | None = None, root=None, lambdas=LAMBDAS,
-              n: int | None = 20, seed: int = 0) -> dict:
+              n: int | None = 20, seed: int = 0, progress: bool = False) -> dict:
     """The mixup probe on a trained run (its data, or `data_name`/`root`)."""
     cfg, models_by_name, name, root = _run_data(run_dir, data_name, root, [a, b])
     a_imgs = load_images(name, root, a, cfg.image_size, n=n)
     b_imgs = load_images(name, root, b, cfg.image_size, n=n)
-    res = mixup_probe(models_by_name, a_imgs, b_imgs, a, b, lambdas)
+    res = mixup_probe(models_by_name, a_imgs, b_imgs, a, b, lambdas, progress)
     res.update(probe="mixup", run=str(run_dir), setting=cfg.setting, model=cfg.model)
     return res
 

@@ -1,0 +1,46 @@
+"""Threads for a shared machine, set before torch loads (importing `adkit` calls `configure`).
+
+- `OMP_WAIT_POLICY=PASSIVE`: OpenMP threads sleep when they run out of work instead of spinning, so two torch
+  processes on one machine do not burn each other's cores waiting (see the numbers in README, Development).
+- `OMP_NUM_THREADS`: the CPUs this process may really use — its affinity mask, capped by a cgroup CPU quota
+  (a container given 2 CPUs on a 64-core host sees 64 in its mask).
+
+Both only as defaults: a value the user set is kept, and nothing changes once torch is loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: the affinity mask, capped by the cgroup (v2 or v1) CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = None
+    try:
+        q, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if q != "max":
+            quota = int(q) / int(period)
+    except (OSError, ValueError):
+        try:
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            quota = q / period if q > 0 else None
+        except (OSError, ValueError):
+            pass
+    if quota:
+        n = min(n, max(1, math.ceil(quota)))
+    return max(1, n)
+
+
+def configure() -> None:
+    if "torch" in sys.modules:  # too late: OpenMP has read its settings
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
