@@ -199,7 +199,8 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
     # the images of each step: the (seed, step) batch over the training part, this rank's share of it
     index_batches = (fit_idx[distributed.share(_batch_indices(len(fit_idx), batch_size, seed, step))]
                      for step in range(start, iters))
-    with _StopSignals(ckpt is not None) as stop, distributed.cpu_sync_batch_norm():
+    owned = contextlib.closing(cache) if cache is not images else contextlib.nullcontext()  # ours: spill file goes
+    with owned, _StopSignals(ckpt is not None) as stop, distributed.cpu_sync_batch_norm():
         for step, (x, t_feats) in zip(bar, cache.batches(index_batches)):
             with autocast:
                 out = net(x, t_feats)
@@ -228,11 +229,9 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
                 distributed.barrier()  # rank 0 has written the checkpoint
                 raise Interrupted(f"{ckpt}: {desc} interrupted at step {done} of {iters}, checkpoint written — "
                                   "run the same command again to resume")
-    distributed.barrier()
-    if ckpt is None:
-        calibrate()
-    if not isinstance(images, FeatureCache):
-        cache.close()
+        distributed.barrier()
+        if ckpt is None:
+            calibrate()
     model.eval()
     return history
 
