@@ -67,6 +67,14 @@ def train_args(model: str, root: Path, out: Path, iters: int) -> list[str]:
                   "--seed", "7", "--quiet", "--out", str(out))
 
 
+def _step(ckpt: Path) -> str:
+    if not ckpt.is_file():
+        return "-"
+    from adkit import checkpoint
+
+    return str(checkpoint.read_info(ckpt)["step"])
+
+
 def evaluate(run: Path) -> dict:
     r = subprocess.run(_adkit("eval", str(run), "--json"), capture_output=True, text=True, env=_env(), check=True)
     res = json.loads(r.stdout)
@@ -74,32 +82,38 @@ def evaluate(run: Path) -> dict:
     return res
 
 
-def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, iters: int = 40,
+def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, iters: int = 200,
          log=print) -> bool:
     ref, run = work / f"{model}-ref", work / f"{model}-soak"
     t0 = time.monotonic()
     subprocess.run(train_args(model, root, ref, iters), env=_env(), check=True, capture_output=True)
     span = time.monotonic() - t0
     want = evaluate(ref)
-    killed = 0
-    for _ in range(kills):
+    killed, steps = 0, []
+    for _ in range(4 * kills):  # a start that finishes leaves nothing to interrupt: stop early then
+        if killed == kills:
+            break
         p = subprocess.Popen(train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         try:
-            p.wait(timeout=rng.uniform(0.05, 1.1) * span)
+            p.wait(timeout=rng.uniform(0.05, 1.0) * span)
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
             killed += 1
-        if p.returncode == 0:  # finished before the kill: later starts only re-check the finished run
+            ck = run / "models" / "all.safetensors"
+            steps.append(_step(ck))
             continue
+        if p.returncode == 0:
+            break
     final = subprocess.run(train_args(model, root, run, iters), env=_env(), capture_output=True, text=True)
     if final.returncode != 0:
         log(f"{model}: the last start failed: {final.stderr.strip()}")
         return False
     got = evaluate(run)
     same = got == want
-    log(f"{model}: {killed} of {kills} starts killed, reference {span:.1f} s; final eval "
+    log(f"{model}: killed {killed} times (checkpoint at step {', '.join(map(str, steps))} of {iters} after each "
+        f"kill; '-' = none yet), reference run {span:.1f} s; final eval "
         f"{'identical' if same else 'DIFFERENT'} (image AUROC {got['mean']['image_auroc']:.4f} vs "
         f"{want['mean']['image_auroc']:.4f})")
     return same
@@ -109,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--kills", type=int, default=10)
-    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     a = ap.parse_args(argv)
