@@ -468,7 +468,7 @@ def _text(t) -> str:
     return re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", str(t)))
 
 
-def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 170):
+def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 260):
     """A matplotlib redraw of a plotly figure from its own data: scatter traces (markers and lines, with
     their colours, symbols, sizes, opacity and legend names) on the figure's subplot grid, subplot titles,
     the title, axis titles and ranges. Other trace types are named on the figure, not drawn. No browser."""
@@ -481,7 +481,8 @@ def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 170):
     m = {"l": 80, "r": 80, "t": 100, "b": 80, **layout.get("margin", {})}
     shown = [t for t in traces if t.get("showlegend", True) is not False and t.get("name")]
     legend = layout.get("showlegend", len(shown) > 1) and bool(shown)
-    lw = legend_width if legend else 0
+    # room for the legend: its longest name at 8 pt (up to 7.5 px a character) and the marker
+    lw = min(legend_width, 50 + int(7.5 * max(len(t["name"]) for t in shown))) if legend else 0
     out = Figure(figsize=(w / 100, h / 100))
     # the plot area in figure fractions; plotly's domains are fractions of it
     x0, x1 = m["l"] / w, max(m["l"] + 50, w - m["r"] - lw) / w
@@ -541,11 +542,16 @@ def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 170):
                        linewidths=1.0 if marker in "x+" else 0)
             handles.setdefault(name, Line2D([], [], ls="", marker=marker, ms=size, alpha=alpha,
                                             color=c if isinstance(c, str) else "C0", mew=1.0))
+    n_cols = max(1, len({a.get("xaxis", "x") for a in traces}))
     for a in layout.get("annotations", []):  # subplot titles and other text placed on the paper
         if a.get("xref") == "paper" and a.get("yref") == "paper":
-            out.text(x0 + a.get("x", 0.5) * (x1 - x0), y0 + a.get("y", 1.0) * (y1 - y0), _text(a.get("text")),
+            text = _text(a.get("text"))
+            # as wide as a panel at most: a character is about 0.6 em, 1 pt = 100/72 px at 100 dpi
+            room = (x1 - x0) * w / n_cols
+            size = min(10.0, room / (0.6 * max(map(len, text.split("\n"))) * 100 / 72 + 1e-9))
+            out.text(x0 + a.get("x", 0.5) * (x1 - x0), y0 + a.get("y", 1.0) * (y1 - y0), text,
                      ha={"left": "left", "right": "right"}.get(a.get("xanchor"), "center"),
-                     va={"top": "top", "middle": "center"}.get(a.get("yanchor"), "bottom"), fontsize=10)
+                     va={"top": "top", "middle": "center"}.get(a.get("yanchor"), "bottom"), fontsize=max(size, 6.0))
     title = _text(layout.get("title"))
     if title:
         out.text(0.01, 1 - 0.1 * 100 / h, title, ha="left", va="center", fontsize=12)
