@@ -67,6 +67,11 @@ def train_args(model: str, root: Path, out: Path, iters: int) -> list[str]:
                   "--seed", "7", "--quiet", "--out", str(out))
 
 
+def _steps_done(run: Path) -> int:
+    s = _step(run / "models" / "all.safetensors")
+    return 0 if s == "-" else int(s)
+
+
 def _step(ckpt: Path) -> str:
     if not ckpt.is_file():
         return "-"
@@ -95,8 +100,10 @@ def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, ite
             break
         p = subprocess.Popen(train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
+        # a random moment of what is left: start-up (about half the reference run here) plus the steps to go
+        left = 0.5 + 0.5 * (iters - _steps_done(run)) / iters
         try:
-            p.wait(timeout=rng.uniform(0.05, 1.0) * span)
+            p.wait(timeout=rng.uniform(0.05, 1.0) * left * span)
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
