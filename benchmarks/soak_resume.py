@@ -100,17 +100,24 @@ def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, ite
             break
         p = subprocess.Popen(train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        # a random moment of what is left: start-up (about half the reference run here) plus the steps to go
-        left = 0.5 + 0.5 * (iters - _steps_done(run)) / iters
-        try:
-            p.wait(timeout=rng.uniform(0.05, 1.0) * left * span)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            killed += 1
-            ck = run / "models" / "all.safetensors"
-            steps.append(_step(ck))
-            continue
+        # the moment: a fifth of the kills anywhere in start-up; the others a random time (up to 1 s) after the
+        # checkpoint of a random step still to come was written, so they land in training steps and in writes
+        done = _steps_done(run)
+        deadline, target = None, None
+        if rng.random() < 0.2 or done >= iters - 1:
+            deadline = time.monotonic() + rng.uniform(0.05, 0.4) * span
+        else:
+            target, extra = rng.randint(done + 1, iters - 1), rng.uniform(0.0, 1.0)
+        while p.poll() is None:
+            if deadline is None and _steps_done(run) >= target:
+                deadline = time.monotonic() + extra
+            if deadline is not None and time.monotonic() >= deadline:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+                killed += 1
+                steps.append(_step(run / "models" / "all.safetensors"))
+                break
+            time.sleep(0.02)
         if p.returncode == 0:
             break
     final = subprocess.run(train_args(model, root, run, iters), env=_env(), capture_output=True, text=True)
