@@ -94,20 +94,23 @@ def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, ite
     subprocess.run(train_args(model, root, ref, iters), env=_env(), check=True, capture_output=True)
     span = time.monotonic() - t0
     want = evaluate(ref)
+    from adkit import checkpoint
+
+    step_s = checkpoint.read_info(ref / "models" / "all.safetensors")["train_seconds"] / iters
     killed, steps = 0, []
     for _ in range(4 * kills):  # a start that finishes leaves nothing to interrupt: stop early then
         if killed == kills:
             break
         p = subprocess.Popen(train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        # the moment: a fifth of the kills anywhere in start-up; the others a random time (up to 1 s) after the
-        # checkpoint of a random step still to come was written, so they land in training steps and in writes
+        # the moment: a fifth of the kills anywhere in start-up; the others a random time (up to 5 steps) after
+        # the checkpoint of a random step still to come was written, so they land in training steps and writes
         done = _steps_done(run)
         deadline, target = None, None
         if rng.random() < 0.2 or done >= iters - 1:
             deadline = time.monotonic() + rng.uniform(0.05, 0.4) * span
         else:
-            target, extra = rng.randint(done + 1, iters - 1), rng.uniform(0.0, 1.0)
+            target, extra = rng.randint(done + 1, iters - 1), rng.uniform(0.0, 5 * step_s)
         while p.poll() is None:
             if deadline is None and _steps_done(run) >= target:
                 deadline = time.monotonic() + extra
