@@ -97,20 +97,19 @@ def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, ite
     from adkit import checkpoint
 
     step_s = checkpoint.read_info(ref / "models" / "all.safetensors")["train_seconds"] / iters
+    # the moments, planned up front so that they spread over the whole run: a fifth of them anywhere in
+    # start-up (None), the others a random time (up to 5 steps) after the checkpoint of a chosen step was
+    # written, so they land in training steps and in checkpoint writes
+    n_startup = max(1, kills // 5)
+    plan = sorted(rng.sample(range(1, iters - 5), kills - n_startup))
+    for _ in range(n_startup):
+        plan.insert(rng.randint(0, len(plan)), None)
     killed, steps = 0, []
-    for _ in range(4 * kills):  # a start that finishes leaves nothing to interrupt: stop early then
-        if killed == kills:
-            break
+    for target in plan:
         p = subprocess.Popen(train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-        # the moment: a fifth of the kills anywhere in start-up; the others a random time (up to 5 steps) after
-        # the checkpoint of a random step still to come was written, so they land in training steps and writes
-        done = _steps_done(run)
-        deadline, target = None, None
-        if rng.random() < 0.2 or done >= iters - 1:
-            deadline = time.monotonic() + rng.uniform(0.05, 0.4) * span
-        else:
-            target, extra = rng.randint(done + 1, iters - 1), rng.uniform(0.0, 5 * step_s)
+        deadline = time.monotonic() + rng.uniform(0.05, 0.4) * span if target is None else None
+        extra = rng.uniform(0.0, 5 * step_s)
         while p.poll() is None:
             if deadline is None and _steps_done(run) >= target:
                 deadline = time.monotonic() + extra
@@ -121,7 +120,7 @@ def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, ite
                 steps.append(_step(run / "models" / "all.safetensors"))
                 break
             time.sleep(0.02)
-        if p.returncode == 0:
+        if p.returncode == 0:  # it finished before its moment: nothing is left to interrupt
             break
     final = subprocess.run(train_args(model, root, run, iters), env=_env(), capture_output=True, text=True)
     if final.returncode != 0:
