@@ -105,12 +105,15 @@ def test_cli_train_with_hub_backbone_offline_fails_fast_and_clearly(tmp_path, mv
     import sys
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    t0 = time.perf_counter()  # what loading the code alone costs on this machine now (a busy one is slower)
+    subprocess.run([sys.executable, "-c", "import adkit.train"], check=True, timeout=300, env=env)
+    startup = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "adkit.cli", "train", "--data", "mvtec", "--root", str(mvtec_root),
                         "--backbone", "wide_resnet50_2", "--iters", "1", "--out", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=120, env=env)
+                       capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode != 0
-    assert time.perf_counter() - t0 < 20
+    assert time.perf_counter() - t0 < startup + 10  # no network timeouts or retries on top of start-up
     assert "efficientnet_lite0" in r.stderr and "--weights" in r.stderr
     assert "Traceback" not in r.stderr
 
