@@ -1,11 +1,13 @@
-"""Threads for a shared machine, set before torch loads (importing `adkit` calls `configure`).
+"""Threads, set before torch loads (importing `adkit` calls `configure`).
 
-- `OMP_WAIT_POLICY=PASSIVE`: OpenMP threads sleep when they run out of work instead of spinning, so two torch
-  processes on one machine do not burn each other's cores waiting (see the numbers in README, Development).
-- `OMP_NUM_THREADS`: the CPUs this process may really use — its affinity mask, capped by a cgroup CPU quota
-  (a container given 2 CPUs on a 64-core host sees 64 in its mask).
+`OMP_NUM_THREADS` defaults to the CPUs this process may really use — its affinity mask, capped by a cgroup CPU
+quota (a container given 2 CPUs on a 64-core host sees 64 in its mask, and 64 spinning threads on 2 CPUs
+crawl). A value the user set is kept, and nothing changes once torch is loaded.
 
-Both only as defaults: a value the user set is kept, and nothing changes once torch is loaded.
+Not set by default, yet: `OMP_WAIT_POLICY=PASSIVE` (OpenMP threads sleep instead of spinning when they run out
+of work), which should help when another torch process shares the cores and may cost a little when alone.
+`benchmarks/train_steps.py` measures both; it has not been measured on a quiet machine, so it stays the
+user's choice (`export OMP_WAIT_POLICY=PASSIVE` before starting Python).
 """
 
 from __future__ import annotations
@@ -42,5 +44,4 @@ def usable_cpus() -> int:
 def configure() -> None:
     if "torch" in sys.modules:  # too late: OpenMP has read its settings
         return
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
