@@ -1,4 +1,4 @@
-"""The `adkit` command: demo, train, eval, probe, bench, data.
+"""The `adkit` command: demo, train, eval, report, probe, ablate, bench, data.
 
 Every command that measures prints a table; with `--json` it prints one JSON object on stdout instead
 (progress bars go to stderr). A failure prints one line, `adkit: error: <file>: <what> — <fix>`, and exits
