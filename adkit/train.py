@@ -65,18 +65,6 @@ def build_model(cfg: TrainConfig, teacher: backbones.Teacher | None = None) -> m
     return models.create(cfg.model, teacher=teacher, **options)
 
 
-@torch.no_grad()
-def teacher_features(teacher: backbones.Teacher, images: torch.Tensor, batch_size: int = 32,
-                     device: torch.device | None = None, progress: bool = False) -> list[torch.Tensor]:
-    """Teacher features of a stack of images, computed in batches, kept on `device`."""
-    device = device or images.device
-    chunks = []
-    it = range(0, len(images), batch_size)
-    for i in tqdm(it, desc="teacher features", leave=False, disable=not progress):
-        chunks.append(teacher(images[i:i + batch_size].to(device)))
-    return [torch.cat([c[s] for c in chunks]) for s in range(len(chunks[0]))]
-
-
 def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.randint(0, n, (batch_size,), generator=g)

@@ -7,7 +7,7 @@ Each measurement runs in its own process (peak RSS is per process): it builds th
 (written once to --data-dir, decoded by adkit.data.ImageDataset), then runs --steps training steps of RD on
 efficientnet_lite0 (embedded weights) with batches drawn by seeded random indices. `--overflow legacy` is
 the path train.fit had before the cache: every image read into one fp32 tensor, features by
-`train.teacher_features` (fp32, torch.cat). Prints one JSON line per measurement.
+`train.fit` before the cache (fp32, `torch.cat`; `legacy_teacher_features` here). Prints one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -59,12 +59,21 @@ def write_class(folder: Path, n: int, size: int) -> Path:
     return out
 
 
+def legacy_teacher_features(teacher, images, batch_size: int = 32) -> list:
+    """How `train.fit` held teacher features before the cache: fp32, every image, joined by `torch.cat`."""
+    import torch
+
+    with torch.no_grad():
+        chunks = [teacher(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return [torch.cat([c[s] for c in chunks]) for s in range(len(chunks[0]))]
+
+
 def measure(a: argparse.Namespace) -> dict:
     import torch
 
     from adkit import backbones, data, models
     from adkit.featcache import FeatureCache
-    from adkit.train import _batch_indices, teacher_features
+    from adkit.train import _batch_indices
 
     folder = Path(a.data_dir) / f"synthetic-{a.image_size}px"
     paths = sorted(folder.glob("*.png"))[: a.n]
@@ -79,7 +88,7 @@ def measure(a: argparse.Namespace) -> dict:
     idx_batches = [_batch_indices(a.n, a.batch_size, 0, s) for s in range(a.steps)]
     if a.overflow == "legacy":
         images = data.load_all(ds)["image"]
-        t_feats = teacher_features(teacher, images)
+        t_feats = legacy_teacher_features(teacher, images)
         batches = ((images[i], [t[i] for t in t_feats]) for i in idx_batches)
         info = {"n_ram": a.n, "spill_mb": 0.0}
     else:
