@@ -295,9 +295,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
 
     def finished(name: str) -> bool:
         ckpt = runs.checkpoint_path(out, name)
-        if not (ckpt.is_file() and checkpoint.read_info(ckpt).get("done")):
+        info = checkpoint.read_info(ckpt) if ckpt.is_file() else {}
+        if not info.get("done"):
             return False
-        runs.check_checkpoint(ckpt, checkpoint.read_info(ckpt), cfg, name)
+        runs.check_checkpoint(ckpt, info, cfg, name)
         return True
 
     todo = [name for name in model_names(cfg, classes) if not finished(name)]
