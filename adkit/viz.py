@@ -39,23 +39,51 @@ def mask_outline(ax, mask: np.ndarray, color: str = "white") -> None:
         ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=color, linewidths=1.0)
 
 
+RELATIVE_LABEL = "map relative to normals\n(0: typical normal pixel,\n1: a high normal peak)"
+OWN_RANGE_LABEL = "anomaly map, each on\nits own range (low → high)"
+
+
+def colorbar(fig, axes, vmin: float, vmax: float, label: str, cmap: str = "jet"):
+    """One colour bar beside `axes` for overlays drawn with `overlay(..., vmin, vmax, cmap=cmap)`."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    sm = ScalarMappable(Normalize(vmin, vmax), plt.get_cmap(cmap))
+    cb = fig.colorbar(sm, ax=axes, fraction=0.04, pad=0.02, shrink=0.9)
+    cb.set_label(label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    return cb
+
+
 def gallery(items: list[dict], ncols: int = 4, vmin: float | None = None, vmax: float | None = None,
-            size: float = 2.4, title: str | None = None):
-    """A grid of overlays; each item: {"image", "amap", optional "mask", "title", "vmin", "vmax"}."""
+            size: float = 2.4, title: str | None = None, cbar_label: str | None = None):
+    """A grid of overlays; each item: {"image", "amap", optional "mask", "title", "vmin", "vmax", "cbar_label"}.
+
+    A colour bar says what the colours mean: the common scale's values when every item shares one
+    (labelled `cbar_label`, else the items' common label, else "anomaly score"), otherwise low → high of each
+    map's own range."""
     n = max(1, len(items))
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if title else 0)),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.9, size * nrows + (0.4 if title else 0)),
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    ranges = set()
     for ax, it in zip(axes.flat, items):
-        ax.imshow(overlay(it["image"], it["amap"], it.get("vmin", vmin), it.get("vmax", vmax)))
+        lo, hi = it.get("vmin", vmin), it.get("vmax", vmax)
+        ranges.add((lo, hi, it.get("cbar_label")))
+        ax.imshow(overlay(it["image"], it["amap"], lo, hi))
         mask_outline(ax, it.get("mask"))
-        ax.set_title(it.get("title", ""), fontsize=8)
+        ax.set_title(it.get("title", ""), fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    (lo, hi, label), = ranges if len(ranges) == 1 else ((None, None, None),)
+    if lo is not None and hi is not None:
+        colorbar(fig, axes, lo, hi, cbar_label or label or "anomaly score")
+    else:
+        colorbar(fig, axes, 0.0, 1.0, OWN_RANGE_LABEL).set_ticks([0, 1], labels=["low", "high"])
     return fig
 
 
@@ -141,22 +169,24 @@ def noisy_or_plane(groups: dict[str, tuple[np.ndarray, np.ndarray]], ax=None, ti
 
 
 # -- notebooks ------------------------------------------------------------------------------------------
-def notebook_defaults(dpi: int = 72, jpeg_quality: int | None = 80) -> None:
-    """Small stored outputs: plotly figures as JSON (no embedded plotly.js) plus a PNG redrawn by
-    `plotly_png` (for static viewers: GitHub, nbviewer, nbconvert), matplotlib figures at `dpi`, as JPEG
-    (photographs and heat maps are 5–10× smaller than as PNG) unless `jpeg_quality` is None."""
+def notebook_defaults(dpi: int = 100, jpeg_quality: int | None = None) -> None:
+    """Stored outputs a static viewer can show: plotly figures as JSON (no embedded plotly.js) plus a PNG
+    redrawn by `plotly_png` (GitHub, nbviewer, nbconvert), matplotlib figures as PNG at `dpi` (as JPEG at
+    `jpeg_quality` when given: photographs and heat maps are 5–10× smaller, at a loss of sharpness)."""
     import plotly.io as pio
 
     pio.renderers["adkit_png"] = _static_png_renderer()
     pio.renderers.default = "plotly_mimetype+adkit_png"
     plt.rcParams["figure.dpi"] = dpi
     plt.rcParams["savefig.dpi"] = dpi
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:  # not in IPython
+        return
     if jpeg_quality is not None:
-        try:
-            from matplotlib_inline.backend_inline import set_matplotlib_formats
-        except ImportError:  # not in IPython
-            return
         set_matplotlib_formats("jpeg", pil_kwargs={"quality": jpeg_quality})
+    else:
+        set_matplotlib_formats("png")
 
 
 # -- scales ---------------------------------------------------------------------------------------------
@@ -227,10 +257,14 @@ def compare_maps(images, maps: dict[str, np.ndarray], masks=None, col_titles: li
                     ax.imshow(overlay(images[j], a))
             mask_outline(ax, mask)
             if j == 0:
-                ax.set_ylabel(row, fontsize=8)
+                ax.set_ylabel(row, fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    if scales and all(r in scales for r in rows[1:]):
+        colorbar(fig, axes[1:], 0.0, vmax, RELATIVE_LABEL)
+    elif len(rows) > 1:
+        colorbar(fig, axes[1:], 0.0, 1.0, OWN_RANGE_LABEL).set_ticks([0, 1], labels=["low", "high"])
     return fig
 
 
@@ -326,8 +360,10 @@ def browser_figure(preds: dict[str, dict], images: dict[str, np.ndarray], cls: s
     amap = p["amap"][idx]
     if scale is not None:
         axes[2].imshow(overlay(img, relative(amap, scale), 0.0, 2.0))
+        colorbar(fig, axes[2], 0.0, 2.0, RELATIVE_LABEL)
     else:
         axes[2].imshow(overlay(img, amap))
+        colorbar(fig, axes[2], 0.0, 1.0, OWN_RANGE_LABEL).set_ticks([0, 1], labels=["low", "high"])
     mask_outline(axes[2], p["mask"][idx])
     axes[2].set_title("anomaly map", fontsize=8)
     for ax in axes[:3]:
@@ -352,17 +388,18 @@ def browser_figure(preds: dict[str, dict], images: dict[str, np.ndarray], cls: s
 # -- failure gallery ------------------------------------------------------------------------------------
 def failures(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 2) -> list[dict]:
     """Per class, the `n` highest-scoring normals and the `n` lowest-scoring defects, as `gallery` items
-    (a row of 2n per class), each map on its class's normal scale (see `normal_scale`)."""
+    (a row of 2n per class), each map relative to its class's normal maps (`normal_scale`, shown on 0..2)."""
     items = []
     for cls, p in preds.items():
         good, bad = np.flatnonzero(p["label"] == 0), np.flatnonzero(p["label"] == 1)
-        lo, hi = normal_scale(p["amap"][good]) if len(good) else (None, None)
-        vmax = None if hi is None else lo + 2 * (hi - lo)
+        scale = normal_scale(p["amap"][good]) if len(good) else None
         picks = [(i, "normal, high") for i in good[np.argsort(-p["score"][good])][:n]]
         picks += [(i, "defect, low") for i in bad[np.argsort(p["score"][bad])][:n]]
         for i, tag in picks:
-            items.append({"image": images[cls][i], "amap": p["amap"][i], "mask": p["mask"][i],
-                          "vmin": lo, "vmax": vmax,
+            amap = relative(p["amap"][i], scale) if scale else p["amap"][i]
+            items.append({"image": images[cls][i], "amap": amap, "mask": p["mask"][i],
+                          "vmin": 0.0 if scale else None, "vmax": 2.0 if scale else None,
+                          "cbar_label": RELATIVE_LABEL if scale else None,
                           "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.2f}"})
     return items
 

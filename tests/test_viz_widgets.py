@@ -70,6 +70,7 @@ def test_browser_figure_shows_image_mask_map_and_verdict(preds_images):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0] == "brick/scratch #7" and titles[1] == "ground truth"
     assert "threshold" in titles[3] and titles[3].endswith("correct")  # defects score 2 higher: caught
+    assert "relative to normals" in fig.axes[-1].get_ylabel()  # the map's colour bar
     fig2 = viz.browser_figure(preds, images, "brick", 0, threshold=-1.0)
     assert fig2.axes[3].get_title().endswith("false alarm")
     plt.close("all")
@@ -83,8 +84,15 @@ def test_failures_picks_high_normals_and_low_defects(preds_images):
     top_normal = int(np.argmax(np.where(p["label"] == 0, p["score"], -np.inf)))
     assert f"{p['score'][top_normal]:.2f}" in items[0]["title"] and "normal, high" in items[0]["title"]
     assert "defect, low" in items[2]["title"]
+    assert {(it["vmin"], it["vmax"]) for it in items} == {(0.0, 2.0)}  # relative to each class's normals
     fig = viz.gallery(items, ncols=4)
     assert len([ax for ax in fig.axes if ax.images]) == len(items)
+    assert fig.axes[-1].get_ylabel() == viz.RELATIVE_LABEL and fig.axes[-1].get_ylim() == (0.0, 2.0)
+    plain = [{k: v for k, v in it.items() if k != "cbar_label"} for it in items]
+    assert viz.gallery(plain).axes[-1].get_ylabel() == "anomaly score"  # a common scale without a label
+    assert viz.gallery(plain, cbar_label="x").axes[-1].get_ylabel() == "x"
+    mixed = [dict(items[0], vmin=None, vmax=None), items[1]]  # scales differ: the bar reads low → high
+    assert [t.get_text() for t in viz.gallery(mixed).axes[-1].get_yticklabels()] == ["low", "high"]
     plt.close("all")
 
 
@@ -94,8 +102,12 @@ def test_compare_maps_grid_has_a_row_per_model(preds_images):
     maps = {"one-class": p["amap"][6:9], "multi-class": p["amap"][6:9] * 0.5}
     scales = {k: viz.normal_scale(p["amap"][:6]) for k in maps}
     fig = viz.compare_maps(images["cat"][6:9], maps, p["mask"][6:9], ["a", "b", "c"], scales)
-    assert len(fig.axes) == 3 * 3
+    assert len(fig.axes) == 3 * 3 + 1  # the grid, then one colour bar for the map rows
     assert fig.axes[0].get_title() == "a" and fig.axes[3].get_title().startswith("defect")  # row-major
+    bar = fig.axes[-1]
+    assert "relative to normals" in bar.get_ylabel() and bar.get_ylim() == (0.0, 2.0)
+    fig = viz.compare_maps(images["cat"][6:9], maps)  # without scales: each map on its own range
+    assert "own range" in fig.axes[-1].get_ylabel()
     plt.close("all")
 
 
