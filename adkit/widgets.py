@@ -216,3 +216,75 @@ def probe_explorer(models_by_label: dict[str, dict], images: dict[str, np.ndarra
     boxes = [W.HBox([ctrl["a"], ctrl["b"], ctrl["i"]]), W.HBox([ctrl["lam"], ctrl["size"]]),
              W.HBox([ctrl["cy"], ctrl["cx"]])]
     return W.VBox(boxes + [out])
+
+
+# -- failure analysis at a threshold (notebook 6) -------------------------------------------------------
+ALL_CLASSES = "all classes"
+
+
+def threshold_figures(preds: dict[str, dict], images: dict[str, np.ndarray], threshold: float,
+                      cls: str = ALL_CLASSES, n: int = 3, scales: dict | None = None) -> list:
+    """What `threshold_explorer` shows for one class (or all classes together) at one threshold: the score
+    histogram with the threshold, then a gallery of the `n` worst false positives and `n` worst false negatives
+    (maps relative to their class's normals), or only the histogram when nothing fails."""
+    from . import analysis
+
+    classes = list(preds) if cls == ALL_CLASSES else [cls]
+    if cls == ALL_CLASSES:
+        s, y = analysis.pooled(preds)
+        shown = {ALL_CLASSES: {"score": s, "label": y}}
+    else:
+        shown = {cls: preds[cls]}
+    hist = analysis.histogram_figure(shown, threshold, ncols=1, size=4.2)
+    hist.suptitle(f"threshold {threshold:.4g}", fontsize=9)
+    hist.tight_layout()
+    failed = analysis.worst(preds, threshold, n, classes)
+    rows = failed[analysis.FP] + failed[analysis.FN]
+    if not rows:
+        return [hist]
+    items = analysis.failure_items(preds, images, rows, scales)
+    title = f"worst false positives ({len(failed[analysis.FP])}) and false negatives ({len(failed[analysis.FN])})"
+    gal = viz.gallery(items, ncols=max(1, min(2 * n, len(items))), size=2.0, title=title,
+                      cbar_label=viz.RELATIVE_LABEL)
+    return [hist, gal]
+
+
+def threshold_explorer(preds: dict[str, dict], images: dict[str, np.ndarray], threshold: float | None = None,
+                       n: int = 3):
+    """A threshold slider and a class menu over `adkit.analysis`: TP, FP, TN, FN with precision and recall per
+    class and overall, the chosen class's score histogram, and its worst failures at that threshold.
+    Default threshold: `analysis.default_threshold` (the F1-optimal one over all classes)."""
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    from . import analysis
+
+    s, _ = analysis.pooled(preds)
+    lo, hi = float(s.min()), float(s.max())
+    hi = hi if hi > lo else lo + 1.0
+    thr = analysis.default_threshold(preds) if threshold is None else float(threshold)
+    thr = float(np.clip(thr, lo, hi)) if np.isfinite(thr) else hi
+    slider = W.FloatSlider(value=thr, min=lo, max=hi, step=(hi - lo) / 200, readout_format=".4g",
+                           description="threshold", continuous_update=False, layout=W.Layout(width="460px"))
+    cls_w = W.Dropdown(options=[ALL_CLASSES] + list(preds), value=ALL_CLASSES, description="class")
+    out = W.Output()
+    scales = analysis.normal_scales(preds)
+
+    def redraw(*_):
+        t = float(slider.value)
+        with out:
+            out.clear_output(wait=True)
+            figs = threshold_figures(preds, images, t, cls_w.value, n, scales)
+            display(figs[0])
+            display(Markdown(f"Flagged: score ≥ {t:.4g}. Counts per class and over all classes:\n\n"
+                             + analysis.confusion_markdown(analysis.confusion_table(preds, t))))
+            for fig in figs[1:]:
+                display(fig)
+            for fig in figs:
+                plt.close(fig)
+
+    slider.observe(redraw, names="value")
+    cls_w.observe(redraw, names="value")
+    redraw()
+    return W.VBox([W.HBox([slider, cls_w]), out])
