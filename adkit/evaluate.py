@@ -11,6 +11,7 @@ structural maps); each is measured the same way under `res["maps"][name]`.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +27,49 @@ from .train import device_default
 SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
 
 
-@torch.no_grad()
+@contextmanager
+def channels_last(model, device: torch.device):
+    """Run a CNN model in channels-last memory layout on the CPU (oneDNN's faster convolutions; measured in
+    `benchmarks/README.md`), and give it back in its own layout afterwards. Yields whether it switched."""
+    use = device.type == "cpu" and getattr(getattr(model, "teacher", None), "kind", None) == "cnn"
+    if use:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield use
+    finally:
+        if use:
+            model.to(memory_format=torch.contiguous_format)
+
+
 def predict(model, images: torch.Tensor, batch_size: int = 32, progress: bool = False,
             desc: str = "scoring") -> dict[str, np.ndarray]:
-    """Maps `(N,H,W)` and scores `(N,)` of a model on images `(N,3,H,W)`: "amap"/"score" plus each report map."""
+    """Maps `(N,H,W)` and scores `(N,)` of a model on images `(N,3,H,W)`: "amap"/"score" plus each report map.
+
+    One forward pass per batch gives the maps and, for models whose image scores are not read off a map (the
+    dual student's `scores`), those scores too."""
     device = next(model.student_parameters().__iter__()).device
     model.eval()
     keys = ("amap",) + tuple(getattr(model, "report_maps", ()))
     maps = {k: [] for k in keys}
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
-        out = model.maps(model(images[i:i + batch_size].to(device)))
-        for k in keys:
-            maps[k].append(out[k].float().cpu())
+    extra: dict[str, list] = {}
+    # the layout switch stays outside inference mode: parameters converted inside it could not be trained again
+    with channels_last(model, device) as cl, torch.inference_mode():
+        for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
+            x = images[i:i + batch_size].to(device)
+            out = model(x.contiguous(memory_format=torch.channels_last) if cl else x)
+            m = model.maps(out)
+            for k in keys:
+                maps[k].append(m[k].float().cpu())
+            if hasattr(model, "scores"):
+                for k, v in model.scores(out).items():
+                    extra.setdefault(k, []).append(v.float().cpu())
     res = {}
     for k in keys:
-        m = torch.cat(maps[k])  # (N,1,H,W)
+        m = torch.cat(maps[k]).contiguous()  # (N,1,H,W)
         score_key = "score" if k == "amap" else f"score_{k}"
         res[score_key] = image_score(m, model.config.score, getattr(model.config, "top_frac", 0.01)).numpy()
         res[k] = m[:, 0].numpy()
-    if hasattr(model, "image_scores"):  # models whose image score is not read off a map (dual student)
-        res.update({k: np.asarray(v) for k, v in model.image_scores(images, batch_size).items()})
+    res.update({k: torch.cat(v).numpy() for k, v in extra.items()})
     if getattr(model, "main_score", None):  # the model's main image score is one of those (dual: Noisy-OR)
         res["score"] = res[model.main_score]
     return res

@@ -116,3 +116,40 @@ def test_unknown_option_is_an_error(teacher):
         models.create("rd", teacher=teacher, not_an_option=1)
     with pytest.raises(ValueError, match="unknown model"):
         models.create("nope", teacher=teacher)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evaluate_predict_channels_last_one_forward_same_maps(name, teacher, monkeypatch):
+    """`evaluate.predict` runs CNN models channels-last on the CPU and in one forward pass per batch (the dual
+    student's scores come from the same pass): maps and scores equal those of the plain layout, every score
+    equal to the model's own `predict`, and the model's layout is given back."""
+    from contextlib import contextmanager
+
+    from adkit import evaluate
+
+    torch.manual_seed(0)
+    model = models.create(name, teacher=teacher).eval()
+    if hasattr(model, "calibrate"):
+        model.calibrate(torch.rand(4, 3, 64, 64))
+    x = torch.rand(5, 3, 64, 64)
+    calls = []
+    hook = model.register_forward_hook(lambda *a: calls.append(1))
+    fast = evaluate.predict(model, x, batch_size=2)
+    assert len(calls) == 3  # ceil(5 / 2) batches, one forward each
+    hook.remove()
+    assert all(p.is_contiguous() for p in model.parameters())  # layout given back
+
+    @contextmanager
+    def plain(model, device):
+        yield False
+
+    monkeypatch.setattr(evaluate, "channels_last", plain)
+    slow = evaluate.predict(model, x, batch_size=2)
+    assert set(fast) == set(slow)
+    for k in fast:
+        assert fast[k].shape == slow[k].shape
+        assert abs(fast[k] - slow[k]).max() <= 1e-4 * (1 + abs(slow[k]).max()), k
+    amap, score = model.predict(x)
+    assert torch.allclose(torch.from_numpy(slow["score"]), score, atol=1e-5)
+    model.train()
+    model.loss(model(x))["loss"].backward()  # the model can still be trained (no inference-mode parameters)
