@@ -219,20 +219,17 @@ def probe_explorer(models_by_label: dict[str, dict], images: dict[str, np.ndarra
 
 
 # -- failure analysis at a threshold (notebook 6) -------------------------------------------------------
-ALL_CLASSES = "all classes"
-
-
 def threshold_figures(preds: dict[str, dict], images: dict[str, np.ndarray], threshold: float,
-                      cls: str = ALL_CLASSES, n: int = 3, scales: dict | None = None) -> list:
-    """What `threshold_explorer` shows for one class (or all classes together) at one threshold: the score
+                      cls: str | None = None, n: int = 3, scales: dict | None = None) -> list:
+    """What `threshold_explorer` shows for one class (None or "": all classes together) at one threshold: the score
     histogram with the threshold, then a gallery of the `n` worst false positives and `n` worst false negatives
     (maps relative to their class's normals), or only the histogram when nothing fails."""
     from . import analysis
 
-    classes = list(preds) if cls == ALL_CLASSES else [cls]
-    if cls == ALL_CLASSES:
+    classes = [cls] if cls else list(preds)
+    if not cls:
         s, y = analysis.pooled(preds)
-        shown = {ALL_CLASSES: {"score": s, "label": y}}
+        shown = {"all classes": {"score": s, "label": y}}
     else:
         shown = {cls: preds[cls]}
     hist = analysis.histogram_figure(shown, threshold, ncols=1, size=4.2)
@@ -267,7 +264,9 @@ def threshold_explorer(preds: dict[str, dict], images: dict[str, np.ndarray], th
     thr = float(np.clip(thr, lo, hi)) if np.isfinite(thr) else hi
     slider = W.FloatSlider(value=thr, min=lo, max=hi, step=(hi - lo) / 200, readout_format=".4g",
                            description="threshold", continuous_update=False, layout=W.Layout(width="460px"))
-    cls_w = W.Dropdown(options=[ALL_CLASSES] + list(preds), value=ALL_CLASSES, description="class")
+    # labels without spaces: the browser shows a space in an option as a no-break space
+    # "" (no class has that name) stands for all classes: a Dropdown value of None would select nothing
+    cls_w = W.Dropdown(options=[("(all)", "")] + [(c, c) for c in preds], index=0, description="class")
     out = W.Output()
     scales = analysis.normal_scales(preds)
 
@@ -275,7 +274,7 @@ def threshold_explorer(preds: dict[str, dict], images: dict[str, np.ndarray], th
         t = float(slider.value)
         with out:
             out.clear_output(wait=True)
-            figs = threshold_figures(preds, images, t, cls_w.value, n, scales)
+            figs = threshold_figures(preds, images, t, cls_w.value or None, n, scales)
             display(figs[0])
             display(Markdown(f"Flagged: score ≥ {t:.4g}. Counts per class and over all classes:\n\n"
                              + analysis.confusion_markdown(analysis.confusion_table(preds, t))))

@@ -261,8 +261,12 @@ def test_figures_and_explorer(preds_images):
     plt.close("all")
     box = widgets.threshold_explorer(preds, images)
     slider, cls_w = box.children[0].children
+    assert cls_w.index == 0 and cls_w.label == "(all)"  # a selected option, so that picking another one redraws
     assert slider.min == pytest.approx(0.05) and slider.max == pytest.approx(0.9)
     assert slider.value == pytest.approx(analysis.default_threshold(preds))
     slider.value = slider.max  # redraws without error
     cls_w.value = "cat"
+    assert cls_w.label == "cat" and cls_w.options[0] == ("(all)", "")
+    cls_w.index = 0
+    assert cls_w.label == "(all)"
     plt.close("all")

@@ -41,7 +41,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-dev-shm-usage"]
 RUN_TIMEOUT = float(os.environ.get("ADKIT_BROWSER_TIMEOUT", 1800))  # s per notebook; cold on 2 cores: ≤ 5 min
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-EXPLORERS = ("probe_explorer", "test_set_browser")  # adkit.widgets functions that return controls + a figure
+EXPLORERS = ("probe_explorer", "test_set_browser", "threshold_explorer")  # adkit.widgets: controls + a figure
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # JupyterLab user settings for the run: no autosave, every cell attached to the DOM, no news prompt
