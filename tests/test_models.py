@@ -98,17 +98,50 @@ def test_fitted_on_constant_images_scores_them_low_and_a_changed_one_higher(name
     assert float(inside) > float(outside)
 
 
-def test_rd_parity_with_official_wide_resnet50_2_layout():
-    """Decoder ≈ 24.9 M parameters as the official de_wide_resnet50_2 (METHODS §2)."""
-    from adkit import backbones
+# Parameter counts of the official RD4AD modules (hq-deng/RD4AD, `resnet.py` BN_layer and `de_resnet.py`),
+# counted by instantiating them: the OCBE's parameters on the path its forward uses (its unused conv4/bn4 left
+# out), and the decoder's first three stages.
+OFFICIAL_RD_PARAMS = {"resnet18": (11_680_000, 3_703_168), "resnet34": (16_400_640, 5_770_624),
+                      "wide_resnet50_2": (58_885_120, 24_917_504)}
 
-    model = models.create("rd", teacher=backbones.create("wide_resnet50_2", pretrained=False))
-    n_dec = sum(p.numel() for p in model.decoder.parameters()) / 1e6
-    n_ocbe = sum(p.numel() for p in model.ocbe.parameters()) / 1e6
-    assert n_dec == pytest.approx(24.9, rel=0.01)
-    # OCBE as we read the official layout (fusion convs + 3 bottlenecks, width 1024): 58.9 M.
-    # METHODS.md quotes 39.2 M; the difference is reported in the notes, not hidden here.
-    assert n_ocbe == pytest.approx(58.9, rel=0.01)
+
+@pytest.mark.parametrize("backbone", sorted(OFFICIAL_RD_PARAMS))
+def test_rd_parity_with_the_official_layout(backbone):
+    """OCBE and decoder have exactly the official parameter counts: basic blocks (2; 2, 2, 2) for resnet18,
+    (3; 3, 4, 6) for resnet34, bottlenecks (3; 3, 4, 6) at width ×2 for wide_resnet50_2; official init."""
+    from adkit import backbones
+    from adkit.models import rd
+
+    torch.manual_seed(0)
+    model = models.create("rd", teacher=backbones.create(backbone, pretrained=False))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert (count(model.ocbe), count(model.decoder)) == OFFICIAL_RD_PARAMS[backbone]
+    kind = rd.BasicBlock if backbone in ("resnet18", "resnet34") else rd.Bottleneck
+    assert all(isinstance(b, kind) for stage in model.decoder.stages for b in stage)
+    # kaiming-normal, fan-out: a 3×3 conv of the last decoder stage has std √(2 / (c_out·9))
+    conv = next(m for m in model.decoder.stages[-1].modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    expected = (2 / (conv.out_channels * 9)) ** 0.5
+    assert float(conv.weight.std()) == pytest.approx(expected, rel=0.1)
+    bns = [m for m in model.ocbe.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(bool((b.weight == 1).all() and (b.bias == 0).all()) for b in bns)
+
+
+def test_rd_on_the_embedded_teacher_keeps_its_own_layout_and_torch_init(teacher):
+    """EfficientNet teachers: bottleneck blocks and PyTorch's default conv init (kaiming-uniform, a=√5, fan-in:
+    std = 1/√(3·fan_in)), unless asked for the official init."""
+    from adkit.models import rd
+
+    torch.manual_seed(0)
+    model = models.create("rd", teacher=teacher)
+    assert all(isinstance(b, rd.Bottleneck) for stage in model.decoder.stages for b in stage)
+    conv = model.ocbe.embed[0].mid[0]
+    fan_in = conv.in_channels * 9
+    assert float(conv.weight.std()) == pytest.approx((1 / (3 * fan_in)) ** 0.5, rel=0.1)
+    official = models.create("rd", teacher=teacher, init="official", block="basic")
+    conv = official.ocbe.embed[0].second[0]
+    assert float(conv.weight.std()) == pytest.approx((2 / (conv.out_channels * 9)) ** 0.5, rel=0.1)
+    with pytest.raises(ValueError, match="block"):
+        models.create("rd", teacher=teacher, block="dense")
 
 
 def test_unknown_option_is_an_error(teacher):
