@@ -102,7 +102,8 @@ def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int
     res = {"model": model, "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
            "device": str(device), "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
            "student_params_m": round(sum(p.numel() for p in m.student_parameters()) / 1e6, 3)}
-    timed = {"teacher": teacher_step, "teacher_cl": teacher_step_cl, "infer": infer_step, "train_uncached": lambda: _train_step(m, opt, x, None),
+    timed = {"teacher": teacher_step, "teacher_cl": teacher_step_cl, "infer": infer_step,
+             "train_uncached": lambda: _train_step(m, opt, x, None),
              "train_cached": cached_step}
     for name, fn in timed.items():
         if progress:

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from . import data, metrics, runs
 from .config import ALL
-from .losses import image_score
 from .runs import load_run
 from .train import device_default
 
@@ -43,35 +42,21 @@ def channels_last(model, device: torch.device):
 
 def predict(model, images: torch.Tensor, batch_size: int = 32, progress: bool = False,
             desc: str = "scoring") -> dict[str, np.ndarray]:
-    """Maps `(N,H,W)` and scores `(N,)` of a model on images `(N,3,H,W)`: "amap"/"score" plus each report map.
-
-    One forward pass per batch gives the maps and, for models whose image scores are not read off a map (the
-    dual student's `scores`), those scores too."""
+    """Maps `(N,H,W)` and image scores `(N,)` of a model on images `(N,3,H,W)`, from `model.score`: one forward
+    pass per batch gives "amap" and each report map, "score" (the main image score) and every other score."""
     device = next(model.student_parameters().__iter__()).device
     model.eval()
-    keys = ("amap",) + tuple(getattr(model, "report_maps", ()))
-    maps = {k: [] for k in keys}
-    extra: dict[str, list] = {}
+    parts: dict[str, list] = {}
     # the layout switch stays outside inference mode: parameters converted inside it could not be trained again
     with channels_last(model, device) as cl, torch.inference_mode():
         for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
             x = images[i:i + batch_size].to(device)
-            out = model(x.contiguous(memory_format=torch.channels_last) if cl else x)
-            m = model.maps(out)
-            for k in keys:
-                maps[k].append(m[k].float().cpu())
-            if hasattr(model, "scores"):
-                for k, v in model.scores(out).items():
-                    extra.setdefault(k, []).append(v.float().cpu())
+            for k, v in model.score(x.contiguous(memory_format=torch.channels_last) if cl else x).items():
+                parts.setdefault(k, []).append(v.float().cpu())
     res = {}
-    for k in keys:
-        m = torch.cat(maps[k]).contiguous()  # (N,1,H,W)
-        score_key = "score" if k == "amap" else f"score_{k}"
-        res[score_key] = image_score(m, model.config.score, getattr(model.config, "top_frac", 0.01)).numpy()
-        res[k] = m[:, 0].numpy()
-    res.update({k: torch.cat(v).numpy() for k, v in extra.items()})
-    if getattr(model, "main_score", None):  # the model's main image score is one of those (dual: Noisy-OR)
-        res["score"] = res[model.main_score]
+    for k, v in parts.items():
+        t = torch.cat(v)
+        res[k] = (t[:, 0] if t.ndim == 4 else t).contiguous().numpy()  # maps (N,1,H,W) -> (N,H,W)
     return res
 
 
@@ -153,10 +138,10 @@ def evaluate(run_dir: str | Path, data_name: str | None = None, root: str | None
     preds = predict_classes(models_by_name, records, cfg.image_size, progress)
     res = score_sets(preds)
     first = next(iter(models_by_name.values()))
-    extra = tuple(getattr(first, "report_maps", ()))
+    extra = tuple(first.report_maps)
     if extra:
         res["maps"] = {k: score_sets(preds, k, f"score_{k}")["mean"] for k in extra}
-    for k in getattr(first, "report_scores", ()):
+    for k in first.report_scores:
         res.setdefault("scores", {})[k] = score_sets(preds, None, k)["mean"]
     res["settings"] = {"run": Path(run_dir).name, "data": name, "model": cfg.model, "setting": cfg.setting,
                        "backbone": cfg.backbone, "image_size": cfg.image_size, "iters": cfg.iters, "seed": cfg.seed}

@@ -31,7 +31,7 @@ def test_shapes_groups_and_frozen_teacher(model):
     assert all(p.grad is None for p in model.teacher.parameters())
     assert model.encoder.conv_stem.weight.grad is not None and model.decoder.heads[0].weight.grad is not None
     scores = model.image_scores(x, batch_size=1)
-    assert set(scores) == {*model.report_scores, "p_local", "p_semantic"}
+    assert set(scores) == {*model.report_scores, "p_local", "p_semantic", "score"}  # "score": off the map
     assert all(v.shape == (2,) for v in scores.values())
     amap, score = model.predict(x)
     assert amap.shape == (2, 1, 64, 64) and torch.allclose(score, scores["score_noisy_or"], atol=1e-6)

@@ -119,7 +119,8 @@ def test_rd_parity_with_the_official_layout(backbone):
     kind = rd.BasicBlock if backbone in ("resnet18", "resnet34") else rd.Bottleneck
     assert all(isinstance(b, kind) for stage in model.decoder.stages for b in stage)
     # kaiming-normal, fan-out: a 3×3 conv of the last decoder stage has std √(2 / (c_out·9))
-    conv = next(m for m in model.decoder.stages[-1].modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    convs = [m for m in model.decoder.stages[-1].modules() if isinstance(m, torch.nn.Conv2d)]
+    conv = next(m for m in convs if m.kernel_size == (3, 3))
     expected = (2 / (conv.out_channels * 9)) ** 0.5
     assert float(conv.weight.std()) == pytest.approx(expected, rel=0.1)
     bns = [m for m in model.ocbe.modules() if isinstance(m, torch.nn.BatchNorm2d)]

@@ -57,7 +57,8 @@ def test_has_two_exercises_with_collapsed_solutions(notebook):
     for ex in exercises:
         head = ex.strip().splitlines()[0]
         assert "**Expected outcome" in ex, f"{notebook.name}: {head!r} states no expected outcome"
-        assert re.search(r"<details>\s*<summary>\s*Solution", ex), f"{notebook.name}: {head!r} has no collapsed solution"
+        collapsed = re.search(r"<details>\s*<summary>\s*Solution", ex)
+        assert collapsed, f"{notebook.name}: {head!r} has no collapsed solution"
         assert ex.count("<details>") == ex.count("</details>")
         solution = ex[ex.index("<details>"):]
         assert len(re.sub(r"<[^>]+>|\s", "", solution)) > 40, f"{notebook.name}: {head!r}: the solution is empty"

@@ -3,7 +3,9 @@
     out = model(x, t_feats=None)     # dict: at least "t_feats", "s_feats"; same keys in train and eval
     losses = model.loss(out)         # dict of scalars, "loss" is the one to minimise
     maps = model.maps(out)           # dict of (B,1,H,W) maps; "amap" is the final one
-    amap, score = model.predict(x)   # final map and image score, no gradients
+    scores = model.scores(out, maps) # dict of (B,) image scores; "score" read off "amap" (adkit.scoring)
+    res = model.score(x)             # one forward pass: every map and every score, "score" the main one
+    amap, score = model.predict(x)   # final map and main image score, no gradients
     model.calibrate(xs)              # optional: statistics of training normals (no-op by default)
 
 A model that calibrates may ask the loop to keep a fraction of the training normals out of training
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from ..backbones import Teacher
-from ..losses import image_score
+from ..scoring import image_score
 
 
 class ADModel(nn.Module):
@@ -27,6 +29,9 @@ class ADModel(nn.Module):
 
     name = "base"
     calibration_holdout: float = 0.0  # fraction of training normals kept out of training, for `calibrate`
+    report_maps: tuple[str, ...] = ()  # maps besides "amap" that evaluation measures alone too (SNL's parts)
+    report_scores: tuple[str, ...] = ()  # image scores besides "score" that evaluation reports (dual's branches)
+    main_score: str | None = None  # the key of `scores` that is the model's image score; None: "score"
 
     def __init__(self, teacher: Teacher, config):
         super().__init__()
@@ -60,15 +65,39 @@ class ADModel(nn.Module):
     def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> None:
         """Fit statistics on training normals; the base models need none."""
 
+    def scores(self, out: dict, maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Image scores `(B,)` of one forward pass: "score" read off "amap", "score_<k>" off each report map."""
+        maps = self.maps(out) if maps is None else maps
+        top = getattr(self.config, "top_frac", 0.01)
+        return {("score" if k == "amap" else f"score_{k}"): image_score(maps[k], self.config.score, top)
+                for k in ("amap", *self.report_maps)}
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One forward pass in eval mode: every map (`(B,1,H,W)`: "amap" and the report maps) and every image
+        score (`(B,)`); "score" is the model's main one."""
+        was = self.training
+        self.eval()
+        out = self(x)
+        maps = self.maps(out)
+        res = {k: maps[k] for k in ("amap", *self.report_maps)}
+        res.update(self.scores(out, maps))
+        if self.main_score:
+            res["score"] = res[self.main_score]
+        self.train(was)
+        return res
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final anomaly map `(B,1,H,W)` and image score `(B,)`."""
+        """Final anomaly map `(B,1,H,W)` and the main image score `(B,)`."""
         was = self.training
         self.eval()
-        amap = self.maps(self(x, t_feats))["amap"]
+        out = self(x, t_feats)
+        maps = self.maps(out)
+        scores = self.scores(out, maps)
         self.train(was)
-        return amap, image_score(amap, self.config.score, getattr(self.config, "top_frac", 0.01))
+        return maps["amap"], scores[self.main_score or "score"]
 
     def settings(self) -> dict:
         return {"model": self.name, "backbone": self.teacher.name, "config": asdict(self.config)}

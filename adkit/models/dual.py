@@ -33,17 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import Teacher
-from ..losses import (
-    LINKS,
-    cosine_map,
-    flat_cosine_distance,
-    fuse_maps,
-    gaussian_blur,
-    image_score,
-    link_probability,
-    neg_log_normal,
-    noisy_or,
-)
+from ..losses import cosine_map, flat_cosine_distance, neg_log_normal
+from ..scoring import LINKS, fuse_maps, gaussian_blur, image_score, link_probability, noisy_or
 from .base import ADModel
 
 FUSIONS = ("noisy_or", "sum", "local", "semantic")
@@ -220,20 +211,22 @@ class DualStudent(ADModel):
         local = fuse_maps([cosine_map(t, s) for t, s in zip(out["t_feats"], out["s_feats"])], out["size"], "mean")
         return {"amap": gaussian_blur(local, self.config.blur_sigma), "local": local}
 
-    def raw_scores(self, out: dict) -> dict[str, torch.Tensor]:
+    def raw_scores(self, out: dict, maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Uncalibrated branch scores `(B,)`: top-1% mean of the local map, and `s_E`."""
         c = self.config
-        amap = self.maps(out)["amap"]
+        amap = (self.maps(out) if maps is None else maps)["amap"]
         s_e = flat_cosine_distance(out["g_t"], out["g_s"])  # s_E = 1 − cos(g_T, g_S)
         return {"local": image_score(amap, c.score, c.top_frac), "semantic": s_e}
 
-    def scores(self, out: dict) -> dict[str, torch.Tensor]:
-        """Every image score `(B,)`: each branch, the z-scored sum, the Noisy-OR, and each branch's p."""
-        raw = self.raw_scores(out)
+    def scores(self, out: dict, maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Every image score `(B,)`: "score" off the map, each branch, the z-scored sum, the Noisy-OR, and each
+        branch's p."""
+        maps = self.maps(out) if maps is None else maps
+        raw = self.raw_scores(out, maps)
         p = {b: link_probability(raw[b], getattr(self, f"tau_{b}"), self.config.link, getattr(self, f"std_{b}"))
              for b in BRANCHES}
         z = {b: (raw[b] - getattr(self, f"mean_{b}")) / getattr(self, f"std_{b}") for b in BRANCHES}
-        return {"score_local": raw["local"], "score_semantic": raw["semantic"],
+        return {**super().scores(out, maps), "score_local": raw["local"], "score_semantic": raw["semantic"],
                 "score_sum": z["local"] + z["semantic"],
                 # P = 1 − (1 − p_D)(1 − p_E)
                 "score_noisy_or": noisy_or(p["local"], p["semantic"]),
@@ -249,17 +242,6 @@ class DualStudent(ADModel):
         rows = [self.scores(self(images[i:i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
         self.train(was)
         return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in rows[0]}
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The local map `(B,1,H,W)` and the main (fused, by default) image score `(B,)`."""
-        was = self.training
-        self.eval()
-        out = self(x, t_feats)
-        amap, score = self.maps(out)["amap"], self.scores(out)[self.main_score]
-        self.train(was)
-        return amap, score
 
     @torch.no_grad()
     def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None,

@@ -14,7 +14,8 @@ import timm
 import torch
 
 from ..backbones import Teacher
-from ..losses import fd_loss, fuse_maps, gaussian_blur, l2_map
+from ..losses import fd_loss, l2_map
+from ..scoring import fuse_maps, gaussian_blur
 from .base import ADModel
 
 

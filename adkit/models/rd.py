@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..backbones import Teacher
-from ..losses import cosine_map, fuse_maps, gaussian_blur, rd_loss
+from ..losses import cosine_map, rd_loss
+from ..scoring import fuse_maps, gaussian_blur
 from .base import ADModel
 
 

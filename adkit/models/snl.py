@@ -27,14 +27,13 @@ from ..losses import (
     channel_distance,
     channel_loss,
     fd_loss,
-    fuse_maps,
-    gaussian_blur,
     inter_affinity_loss,
     intra_affinity_distance,
     intra_affinity_loss,
     rd_loss,
     spatial_loss,
 )
+from ..scoring import fuse_maps, gaussian_blur
 from .fd import FDConfig, ForwardDistillation
 from .rd import RDConfig, ReverseDistillation
 

@@ -1,0 +1,74 @@
+"""From anomaly maps to decisions: fuse per-stage maps, blur, read an image score off a map, turn a score
+into a probability (a link), join probabilities (Noisy-OR). Pure functions of tensors; the models' `scores`
+and `adkit.evaluate` go through these, so there is one scoring path.
+
+    maps (per stage) -> fuse_maps -> gaussian_blur -> image_score -> link_probability -> noisy_or
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LINKS = ("exp", "logistic")
+
+
+def fuse_maps(maps: list[torch.Tensor], size: int | tuple[int, int], mode: str = "sum") -> torch.Tensor:
+    """Upsample per-stage maps `(B,1,h,w)` to `size` (bilinear) and fuse them: sum, product or mean."""
+    ups = [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+    if mode == "sum":
+        return torch.stack(ups).sum(0)
+    if mode == "mean":
+        return torch.stack(ups).mean(0)
+    if mode == "product":
+        return torch.stack(ups).prod(0)
+    raise ValueError(f"map fusion must be sum, mean or product, got {mode!r}")
+
+
+def gaussian_blur(amap: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    """Separable Gaussian blur of `(B,1,H,W)` maps, kernel radius 4σ, reflect padding."""
+    if sigma <= 0:
+        return amap
+    radius = max(1, int(math.ceil(4 * sigma)))
+    radius = min(radius, amap.shape[-1] - 1, amap.shape[-2] - 1)
+    xs = torch.arange(-radius, radius + 1, dtype=amap.dtype, device=amap.device)
+    k = torch.exp(-0.5 * (xs / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(amap, (radius, radius, 0, 0), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def image_score(amap: torch.Tensor, mode: str = "max", top_frac: float = 0.01) -> torch.Tensor:
+    """Image score from a map `(B,1,H,W)`: its max, or the mean of its top `top_frac` pixels."""
+    flat = amap.flatten(1)
+    if mode == "max":
+        return flat.max(1).values
+    if mode == "topk":
+        k = max(1, int(round(top_frac * flat.shape[1])))
+        return flat.topk(k, dim=1).values.mean(1)
+    raise ValueError(f"image score must be max or topk, got {mode!r}")
+
+
+def link_probability(s: torch.Tensor, tau: torch.Tensor | float, link: str = "exp",
+                     scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Score `s ≥ 0` to a probability, monotone: exp `1 − exp(−s/τ)`; logistic `σ((s − τ ln 2)/scale)`.
+
+    Both put `s = τ ln 2` at p = 0.5; only the exp link has p(0) = 0.
+    """
+    if link == "exp":
+        return -torch.expm1(-s / tau)
+    if link == "logistic":
+        return torch.sigmoid((s - tau * math.log(2)) / scale)
+    raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+
+
+def noisy_or(*ps: torch.Tensor) -> torch.Tensor:
+    """`P = 1 − Π_b (1 − p_b)`: the probability that at least one branch fires, branches independent."""
+    q = torch.ones_like(ps[0])
+    for p in ps:
+        q = q * (1 - p)
+    return 1 - q
