@@ -79,3 +79,17 @@ def tally(recs: list[Record], split: str, counts: dict, problems: list[str], dee
                 problems.append(
                     f"{mp}: mask is {m.shape[1]}x{m.shape[0]}, its image {r.path} is {size[1]}x{size[0]}"
                 )
+
+
+def check_splits(scan, root: Path, splits: tuple[str, ...], classes: list[str] | None = None,
+                 deep: bool = True) -> dict:
+    """A format's `check`: its `scan(root, split, classes, problems)` over every split in collecting mode, the
+    records counted (and, with `deep`, read) by `tally`; a root that cannot be read at all is one problem."""
+    counts: dict = {}
+    problems: list[str] = []
+    try:
+        for split in splits:
+            tally(scan(root, split, classes, problems), split, counts, problems, deep)
+    except DataError as err:  # raised before any collecting could start: no root, an unreadable split file
+        problems.append(str(err))
+    return {"counts": counts, "problems": list(dict.fromkeys(problems))}  # the splits repeat root-level ones

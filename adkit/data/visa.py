@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .checks import fail, inside, resolve_classes, tally
+from .checks import check_splits, fail, inside, resolve_classes
 from .core import GOOD, Record
 
 CLASSES = (
@@ -91,8 +91,4 @@ def records(root: str | Path, split: str = "train", classes: list[str] | None = 
 
 def check(root: str | Path, classes: list[str] | None = None, deep: bool = True) -> dict:
     """Count images per class, split and defect; list every problem, each naming its file."""
-    counts: dict = {}
-    problems: list[str] = []
-    for split in SPLITS:
-        tally(_scan(Path(root), split, classes, problems), split, counts, problems, deep)
-    return {"counts": counts, "problems": list(dict.fromkeys(problems))}  # scans repeat root-level ones
+    return check_splits(_scan, Path(root), SPLITS, classes, deep)
