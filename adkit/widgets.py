@@ -95,7 +95,7 @@ class LiveLoss:
     one notebook output (updated in place), and keeps the history."""
 
     def __init__(self, total: int | None = None, every: int = 50, keys: list[str] | None = None,
-                 title: str = "", dpi: int = 72):
+                 title: str = "", dpi: int = 100):
         self.total, self.every, self.keys, self.title, self.dpi = total, every, keys, title, dpi
         self.history: list[dict] = []
         self.handle = None
