@@ -4,10 +4,11 @@
 quota (a container given 2 CPUs on a 64-core host sees 64 in its mask, and 64 spinning threads on 2 CPUs
 crawl). A value the user set is kept, and nothing changes once torch is loaded.
 
-Not set by default, yet: `OMP_WAIT_POLICY=PASSIVE` (OpenMP threads sleep instead of spinning when they run out
-of work), which should help when another torch process shares the cores and may cost a little when alone.
-`benchmarks/train_steps.py` measures both; it has not been measured on a quiet machine, so it stays the
-user's choice (`export OMP_WAIT_POLICY=PASSIVE` before starting Python).
+Not set by default: `OMP_WAIT_POLICY=PASSIVE` (OpenMP threads sleep instead of spinning when they run out of
+work). Measured on a quiet 2-core machine (`benchmarks/train_steps.py`, `benchmarks/README.md`): with another
+CPU-bound torch process on the same cores a training step is 6–60× slower than alone with spinning threads and
+2.5× with PASSIVE, but PASSIVE costs about a third when the process is alone. So it stays the user's choice on a
+shared machine (`export OMP_WAIT_POLICY=PASSIVE` before starting Python).
 """
 
 from __future__ import annotations

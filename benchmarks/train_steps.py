@@ -4,8 +4,8 @@
     python benchmarks/train_steps.py --hog        # a CPU-bound torch process to share the machine with
 
 Used to measure how a training step slows down when another torch process runs on the same cores, with
-OpenMP's ACTIVE (spinning) or PASSIVE (sleeping) wait policy — not yet measured on a quiet machine, so
-`adkit.runtime` leaves the policy to the user. It is read when torch loads: set it in the process's environment.
+OpenMP's ACTIVE (spinning) or PASSIVE (sleeping) wait policy (numbers in benchmarks/README.md). The policy is
+read when torch loads: set it in the process's environment.
 """
 
 from __future__ import annotations
