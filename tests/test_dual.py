@@ -23,12 +23,8 @@ def test_shapes_groups_and_frozen_teacher(model):
     # CNN groups on the stage-2 grid: [stage 1 pooled ⊕ stage 2] and [stage 3 upsampled]
     c1, c2, c3 = model.teacher.channels
     assert [tuple(t.shape) for t in out["t_feats"]] == [(2, c1 + c2, 8, 8), (2, c3, 8, 8)]
-    assert [t.shape for t in out["t_feats"]] == [s.shape for s in out["s_feats"]]
     assert out["g_t"].shape == out["g_s"].shape == (2, c3)
-    lo = model.loss(out)
-    assert set(lo) == {"loss", "local", "semantic"} and not lo["local"].requires_grad
-    lo["loss"].backward()
-    assert all(p.grad is None for p in model.teacher.parameters())
+    model.loss(out)["loss"].backward()  # both students learn (frozen teacher: test_models.py, every model)
     assert model.encoder.conv_stem.weight.grad is not None and model.decoder.heads[0].weight.grad is not None
     scores = model.image_scores(x, batch_size=1)
     assert set(scores) == {*model.report_scores, "p_local", "p_semantic", "score"}  # "score": off the map

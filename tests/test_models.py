@@ -10,6 +10,17 @@ from adkit import losses, models
 NAMES = sorted(models.MODELS)
 
 
+# what each model's loss and maps report: the one shape test of every model (SNL and the dual student add terms)
+LOSS_TERMS = {"rd": {"rd"}, "fd": {"fd"}, "rd+snl": {"rd", "ch", "sp", "intra", "inter"},
+              "fd+snl": {"fd", "ch", "sp", "intra", "inter"}, "dual": {"local", "semantic"}}
+MAP_NAMES = {"rd": {"amap", "local"}, "fd": {"amap", "local"}, "rd+snl": {"amap", "local", "struct"},
+             "fd+snl": {"amap", "local", "struct"}, "dual": {"amap", "local"}}
+
+
+def test_every_model_is_covered():
+    assert set(LOSS_TERMS) == set(MAP_NAMES) == set(NAMES)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_and_frozen_teacher(name, teacher):
     torch.manual_seed(0)
@@ -17,11 +28,18 @@ def test_shapes_and_frozen_teacher(name, teacher):
     x = torch.rand(2, 3, 64, 64)
     out = model(x)
     assert len(out["t_feats"]) == len(out["s_feats"])
+    assert [t.shape for t in out["t_feats"]] == [s.shape for s in out["s_feats"]]
     lo = model.loss(out)
+    assert set(lo) == {"loss"} | LOSS_TERMS[name]
     assert lo["loss"].ndim == 0 and torch.isfinite(lo["loss"])
+    assert all(not v.requires_grad for k, v in lo.items() if k != "loss")  # the terms are reported, detached
     lo["loss"].backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     assert any(p.grad is not None for p in model.student_parameters())
+    maps = model.maps(model(x))
+    assert set(maps) == MAP_NAMES[name] and all(m.shape == (2, 1, 64, 64) for m in maps.values())
+    # the maps that evaluate() also scores alone: SNL's two parts of its amap
+    assert set(model.report_maps) == ({"local", "struct"} if "snl" in name else set())
     amap, score = model.predict(x)
     assert amap.shape == (2, 1, 64, 64) and score.shape == (2,)
     model.train()
