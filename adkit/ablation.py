@@ -5,7 +5,7 @@ and the dual student's fusion on one trained run (`dual_ablation`).
     adkit ablate --dual runs/digits-dual            # each branch, sum, Noisy-OR × link × calibration
     (`python -m adkit.ablation ...` is the same command)
 
-Each step is a cumulative set of `rd+snl` (or `fd+snl`) options (`adkit.models.snl.ABLATION`); every run
+Each step is a cumulative set of `rd+snl` (or `fd+snl`) options (`ABLATION` below); every run
 goes through `cached_run`, so re-running the loop only trains what is missing. Prints a markdown table
 of mean image AUROC / pixel AUROC / AUPRO, and the cross-class cut-paste subset, and writes it as JSON.
 """
@@ -19,12 +19,26 @@ import sys
 from pathlib import Path
 
 from . import checkpoint, data
+from .config import ALL, IMAGE_SIZE, TrainConfig
 from .evaluate import _jsonable, evaluate, predict_classes, score_sets, test_records
-from .models.snl import ABLATION
-from .train import ALL, TrainConfig, cached_run, holdout_split, load_run
+from .runs import load_run
+from .train import cached_run, holdout_split
+
+# The ablation of METHODS §4, cumulative: each step's full options, so it runs as one loop over
+# `create(name, **options)`. The structural map enters the score (α = 1) with the intra term that trains
+# it; before that α = 0 and the score is a positive affine map of the base model's, i.e. the same metrics.
+_OFF = dict(use_ch=False, use_sp=False, use_intra=False, use_inter=False, use_cram=False, alpha=0.0)
+ABLATION: dict[str, dict] = {
+    "base": _OFF,
+    "+spatial-channel": {**_OFF, "use_ch": True, "use_sp": True},
+    "+intra": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "alpha": 1.0},
+    "+inter": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "use_inter": True, "alpha": 1.0},
+    "+cram": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "use_inter": True, "use_cram": True,
+              "alpha": 1.0},
+}
 
 
-def run_ablation(out: str | Path, classes: list[str], iters_one: int = 100, image_size: int = 128,
+def run_ablation(out: str | Path, classes: list[str], iters_one: int = 100, image_size: int = IMAGE_SIZE,
                  base: str = "rd", seed: int = 0, steps: list[str] | None = None, progress: bool = True) -> dict:
     out = Path(out)
     rows = {}

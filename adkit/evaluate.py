@@ -19,9 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data, metrics, runs
-from .config import ALL
 from .runs import load_run
-from .train import device_default
+from .runtime import device_default
 
 SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
 
@@ -30,7 +29,7 @@ SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max
 def channels_last(model, device: torch.device):
     """Run a CNN model in channels-last memory layout on the CPU (oneDNN's faster convolutions; measured in
     `benchmarks/README.md`), and give it back in its own layout afterwards. Yields whether it switched."""
-    use = device.type == "cpu" and getattr(getattr(model, "teacher", None), "kind", None) == "cnn"
+    use = device.type == "cpu" and model.teacher.kind == "cnn"  # every ADModel has a teacher
     if use:
         model.to(memory_format=torch.channels_last)
     try:
@@ -107,9 +106,7 @@ def predict_classes(models_by_name: dict, records: list[data.Record], image_size
     for cls in tqdm(classes, desc="evaluating", disable=not progress):
         recs = [r for r in records if r.cls == cls]
         batch = data.load_all(data.ImageDataset(recs, image_size))
-        model = models_by_name.get(cls) or models_by_name.get(ALL)
-        if model is None:
-            raise KeyError(f"no model for class {cls!r}; the run has {sorted(models_by_name)}")
+        model = runs.model_for(models_by_name, cls)
         p = predict(model, batch["image"], batch_size)
         p.update(label=batch["label"].numpy(), mask=batch["mask"][:, 0].numpy() > 0.5,
                  defect=list(batch["defect"]), path=list(batch["path"]))

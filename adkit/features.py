@@ -114,7 +114,7 @@ def embed_umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15, min_dist: fl
 def extract_run(models: dict, images: dict[str, torch.Tensor], batch_size: int = 32) -> dict[str, list[torch.Tensor]]:
     """`extract` over classes, each class's images through the model that scores it (its own one-class
     model, or the run's shared one); stages concatenated in the order of `images`."""
-    from .widgets import model_for
+    from .runs import model_for
 
     parts = [extract(model_for(models, cls), x, batch_size) for cls, x in images.items()]
     return {k: [torch.cat([p[k][s] for p in parts]) for s in range(len(parts[0][k]))] for k in ("teacher", "student")}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import data, metrics, runs
 from .data import defects
 from .evaluate import predict
-from .train import ALL, load_run
+from .runs import load_run, model_for
 
 LAMBDAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -37,15 +37,6 @@ def load_images(data_name: str, root, cls: str, image_size: int, split: str = "t
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 `(N,H,W,3)` -> float `(N,3,H,W)` in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
-
-
-def model_for(models: dict, cls: str):
-    """The model that scores class `cls` in a run's `{name: model}`: its own (one-class) or the shared one."""
-    if cls in models:
-        return models[cls]
-    if ALL in models:
-        return models[ALL]
-    raise KeyError(f"no model for class {cls!r}; the run has {sorted(models)}")
 
 
 def mixup_probe(models_by_name: dict, a_imgs: np.ndarray, b_imgs: np.ndarray, a: str, b: str,

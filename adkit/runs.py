@@ -163,16 +163,28 @@ def load_model(run: str | Path, cfg: TrainConfig, name: str, teacher, device=Non
 def load_student_state(model, state: dict, path: Path) -> None:
     """Load a student's weights strictly: a missing or extra tensor is an error naming the file."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("teacher.")]
+    from .models.base import is_teacher_key
+
+    missing = [k for k in missing if not is_teacher_key(k)]
     if missing or unexpected:
         raise SettingsError(f"{path}: does not fit model {model.name} (missing {missing[:3]}, unexpected "
                             f"{unexpected[:3]}) — delete it to retrain, or use the adkit version that wrote it")
 
 
+def model_for(models: dict, cls: str):
+    """The model that scores class `cls` in a run's `{name: model}` (what `load_run` returns): the class's own
+    (one-class) or the shared one (multi-class)."""
+    if cls in models:
+        return models[cls]
+    if ALL in models:
+        return models[ALL]
+    raise KeyError(f"no model for class {cls!r}; the run has {sorted(models)}")
+
+
 def load_run(run_dir: str | Path, device=None):
     """A trained run: its config and `{model name: model}` (class names, or "all" for multi-class)."""
     from . import backbones
-    from .train import device_default
+    from .runtime import device_default
 
     cfg, classes = read_settings(run_dir)
     device = device or device_default()

@@ -46,3 +46,14 @@ def configure() -> None:
     if "torch" in sys.modules:  # too late: OpenMP has read its settings
         return
     os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
+
+
+def device_default():
+    """The device a run uses when none is given: a CUDA GPU, else Apple's MPS, else the CPU (imports torch)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -27,6 +27,7 @@ from .config import ALL, SETTINGS, TrainConfig  # noqa: F401  (re-exported: adki
 from .errors import AdkitError, SettingsError, UsageError
 from .featcache import FeatureCache
 from .runs import model_names
+from .runtime import device_default  # noqa: F401  (re-exported: adkit.train.device_default)
 
 CHECKPOINT_FORMAT = checkpoint.FORMAT  # part of a cached run's key: a new format retrains
 
@@ -46,14 +47,6 @@ def protocol_configs(model: str, steps_per_class: int, classes: tuple[str, ...] 
                                      **settings),
             "multi-class": TrainConfig(classes=classes, setting="multi-class", model=model,
                                        iters=steps_per_class * len(classes), **settings)}
-
-
-def device_default() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def build_model(cfg: TrainConfig, teacher: backbones.Teacher | None = None) -> models.ADModel:

@@ -12,6 +12,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .config import IMAGE_SIZE
+
 
 def to_hwc(image) -> np.ndarray:
     """An image as float `(H,W,3)` in [0, 1], from `(3,H,W)` tensors/arrays or uint8 `(H,W,3)`."""
@@ -307,7 +309,7 @@ def image_grid(images, titles: list[str] | None = None, masks=None, ncols: int =
     return fig
 
 
-def class_examples(data_name: str, root, classes: list[str], image_size: int = 128):
+def class_examples(data_name: str, root, classes: list[str], image_size: int = IMAGE_SIZE):
     """One row per class: a training image, a normal test image, and one test image of each defect type
     (its mask outlined in red)."""
     from . import data

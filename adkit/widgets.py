@@ -18,7 +18,8 @@ import numpy as np
 from . import viz
 from .data import defects
 from .evaluate import predict
-from .probes import model_for, to_tensor
+from .probes import to_tensor
+from .runs import model_for  # noqa: F401  (re-exported: notebooks call widgets.model_for)
 
 
 # -- plain functions ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from adkit import losses, models
-from adkit.models.snl import ABLATION, CentralResidualAggregation, RDSNLConfig, kmeans
+from adkit.ablation import ABLATION
+from adkit.models.snl import SNL, CentralResidualAggregation, RDSNLConfig, kmeans
 from adkit.train import fit
 
 
@@ -159,10 +160,10 @@ def test_all_switches_off_is_the_base_model(teacher):
     rd = models.create("rd", teacher=teacher)
     torch.manual_seed(0)
     snl = models.create("rd+snl", teacher=teacher, **ABLATION["base"])
-    extra = {k for k in snl.state_dict()} - {k for k in rd.state_dict()}
+    extra = set(snl.student_state_dict()) - {f"base.{k}" for k in rd.student_state_dict()}
     assert extra == {"local_mean", "local_std", "struct_mean", "struct_std"}
-    for k, v in rd.state_dict().items():
-        assert torch.equal(v, snl.state_dict()[k])
+    for k, v in rd.student_state_dict().items():
+        assert torch.equal(v, snl.student_state_dict()[f"base.{k}"])
     x = torch.rand(2, 3, 64, 64)
     out = snl(x)
     assert torch.equal(snl.loss(out)["loss"], losses.rd_loss(out["t_feats"], out["s_feats"]))
@@ -199,3 +200,36 @@ def test_fitted_on_constant_images_scores_them_low_and_a_changed_one_higher(teac
     for key in ("amap", "local", "struct"):
         inside, outside = maps[key][:, 0, 20:40, 20:40].mean(), maps[key][:, 0, :10, :10].mean()
         assert float(inside) > float(outside), key
+
+
+def test_snl_wraps_its_base_model_and_loads_checkpoints_written_before_the_wrapper(teacher):
+    torch.manual_seed(0)
+    model = models.create("rd+snl", teacher=teacher)
+    assert isinstance(model, SNL) and isinstance(model.base, models.ReverseDistillation)
+    assert model.teacher is model.base.teacher and model.name == "rd+snl"
+    assert not any("teacher" in k for k in model.student_state_dict())
+    # the optimiser trains the base student and the CRAMs, nothing else
+    params = {id(p) for g in model.configure_optimizer().param_groups for p in g["params"]}
+    assert params == {id(p) for p in model.base.student_parameters()} | {id(p) for p in model.cram.parameters()}
+    # an rd+snl checkpoint of adkit <= 0.1.0 named RD's parts without "base."
+    old = {k.removeprefix("base."): v.clone() + 1 for k, v in model.student_state_dict().items()}
+    assert any(k.startswith("ocbe.") for k in old)
+    torch.manual_seed(1)
+    fresh = models.create("rd+snl", teacher=teacher)
+    missing, unexpected = fresh.load_state_dict(old, strict=False)
+    assert unexpected == [] and all(k.startswith("base.teacher.") for k in missing)
+    assert all(torch.equal(fresh.student_state_dict()[k], v + 1) for k, v in model.student_state_dict().items())
+
+
+def test_fd_snl_does_not_add_the_channel_term_twice(teacher):
+    """FD's loss per position is ½‖T̂ − Ŝ‖² = 1 − cos: the channel-wise term itself."""
+    torch.manual_seed(0)
+    fd = models.create("fd+snl", teacher=teacher, use_sp=False, use_intra=False, use_inter=False, use_cram=False)
+    out = fd(torch.rand(2, 3, 64, 64))
+    pairs = list(zip(out["t_feats"], out["s_feats"], strict=True))
+    base = losses.fd_loss(out["t_feats"], out["s_feats"])
+    assert torch.allclose(base, sum(losses.channel_loss(t, s) for t, s in pairs), atol=1e-5)
+    lo = fd.loss(out)
+    assert "ch" not in lo and torch.allclose(lo["loss"], base)
+    rd = models.create("rd+snl", teacher=teacher, use_sp=False, use_intra=False, use_inter=False, use_cram=False)
+    assert "ch" in rd.loss(rd(torch.rand(2, 3, 64, 64)))  # RD's loss is another one: the term is added

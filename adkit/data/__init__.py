@@ -13,6 +13,7 @@ import importlib
 from pathlib import Path
 
 from ..config import DATA_FORMATS as FORMATS  # name -> module, each with records(), check()[, prepare()]
+from ..config import IMAGE_SIZE
 from .core import GOOD, DataError, ImageDataset, Record, data_root, load_all, stack
 
 __all__ = ["GOOD", "DataError", "ImageDataset", "Record", "FORMATS", "data_root", "default_root", "load",
@@ -41,7 +42,7 @@ def load_records(name: str, root: str | Path | None = None, split: str = "train"
 
 
 def load(name: str, root: str | Path | None = None, split: str = "train", classes: list[str] | None = None,
-         image_size: int = 128) -> ImageDataset:
+         image_size: int = IMAGE_SIZE) -> ImageDataset:
     """A dataset split as an `ImageDataset` of Sample dicts at `image_size`."""
     return ImageDataset(load_records(name, root, split, classes), image_size)
 

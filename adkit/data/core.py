@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..config import IMAGE_SIZE
+
 GOOD = "good"
 
 
@@ -137,7 +139,7 @@ def load_record(rec: Record, size: int, check_mask_size: bool = True) -> tuple[n
 class ImageDataset(torch.utils.data.Dataset):
     """Records read at a fixed size; `__getitem__` returns a Sample dict of tensors and strings."""
 
-    def __init__(self, records: list[Record], image_size: int = 128):
+    def __init__(self, records: list[Record], image_size: int = IMAGE_SIZE):
         self.records = list(records)
         self.image_size = image_size
 

@@ -17,14 +17,14 @@ from .base import ADModel
 from .dual import DualConfig, DualStudent
 from .fd import FDConfig, ForwardDistillation
 from .rd import RDConfig, ReverseDistillation
-from .snl import FDSNL, RDSNL, FDSNLConfig, RDSNLConfig
+from .snl import SNL, FDSNLConfig, RDSNLConfig, fd_snl, rd_snl
 
-# name -> (model class, config class)
-MODELS: dict[str, tuple[type[ADModel], type]] = {
+# name -> (constructor (teacher, config) -> model: a model class, or a function that composes one; config class)
+MODELS: dict[str, tuple] = {
     "rd": (ReverseDistillation, RDConfig),
     "fd": (ForwardDistillation, FDConfig),
-    "rd+snl": (RDSNL, RDSNLConfig),
-    "fd+snl": (FDSNL, FDSNLConfig),
+    "rd+snl": (rd_snl, RDSNLConfig),  # SNL around RD (composition: adkit.models.snl.SNL)
+    "fd+snl": (fd_snl, FDSNLConfig),
     "dual": (DualStudent, DualConfig),
 }
 
@@ -51,5 +51,5 @@ def create(name: str, backbone: str = backbones.EMBEDDED, teacher: Teacher | Non
 
 
 __all__ = ["MODELS", "ADModel", "create", "make_config", "RDConfig", "FDConfig", "ReverseDistillation",
-           "ForwardDistillation", "RDSNL", "RDSNLConfig", "FDSNL", "FDSNLConfig", "DualStudent",
+           "ForwardDistillation", "SNL", "RDSNLConfig", "FDSNLConfig", "DualStudent",
            "DualConfig"]

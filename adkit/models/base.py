@@ -24,6 +24,11 @@ from ..backbones import Teacher
 from ..scoring import image_score
 
 
+def is_teacher_key(name: str) -> bool:
+    """A state-dict key of the frozen teacher: `teacher.…`, or `<part>.teacher.…` in a wrapper (SNL's base)."""
+    return name.startswith("teacher.") or ".teacher." in name
+
+
 class ADModel(nn.Module):
     """Base class: a frozen `teacher` plus trainable student parts; subclasses fill in the four methods."""
 
@@ -48,7 +53,8 @@ class ADModel(nn.Module):
     def maps(self, out: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
+    def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
+        """The paper's optimiser over `params` (default: `student_parameters()`; a wrapper passes its own)."""
         raise NotImplementedError
 
     # -- shared -----------------------------------------------------------------------------------------
@@ -56,11 +62,11 @@ class ADModel(nn.Module):
         return [f.detach() for f in self.teacher(x)]
 
     def student_parameters(self):
-        return [p for n, p in self.named_parameters() if not n.startswith("teacher.")]
+        return [p for n, p in self.named_parameters() if not is_teacher_key(n)]
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but the teacher (whose weights come from the backbone): parameters and buffers."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+        return {k: v for k, v in self.state_dict().items() if not is_teacher_key(k)}
 
     def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> None:
         """Fit statistics on training normals; the base models need none."""
@@ -86,6 +92,15 @@ class ADModel(nn.Module):
             res["score"] = res[self.main_score]
         self.train(was)
         return res
+
+    @torch.no_grad()
+    def image_scores(self, images: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
+        """Every image score of `score` (not the maps) for a stack of images `(N,3,H,W)`, in batches, on the
+        CPU: one forward pass per batch."""
+        device = next(iter(self.student_parameters())).device
+        rows = [self.score(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        maps = {"amap", *self.report_maps}
+        return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in rows[0] if k not in maps}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None

@@ -233,17 +233,6 @@ class DualStudent(ADModel):
                 "p_local": p["local"], "p_semantic": p["semantic"]}
 
     @torch.no_grad()
-    def image_scores(self, images: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
-        """Every score of `scores` (the `report_scores` and each branch's p) for a stack of images `(N,3,H,W)`,
-        in batches, on the CPU."""
-        was = self.training
-        self.eval()
-        device = self.mean_local.device
-        rows = [self.scores(self(images[i:i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
-        self.train(was)
-        return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in rows[0]}
-
-    @torch.no_grad()
     def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None,
                   batch_size: int = 32) -> None:
         """Per branch, on normals (the held-out training normals, see `calib_holdout`): τ = s_q / ln 2
@@ -262,6 +251,7 @@ class DualStudent(ADModel):
             getattr(self, f"std_{b}").fill_(max(float(s.std(unbiased=False)), SCALE_FLOOR))
         self.train(was)
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
+    def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
         c = self.config
-        return torch.optim.AdamW(self.student_parameters(), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        params = self.student_parameters() if params is None else params
+        return torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)

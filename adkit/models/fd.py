@@ -39,9 +39,13 @@ class ForwardDistillation(ADModel):
         self.student = timm.create_model(teacher.name, pretrained=False, features_only=True,
                                          out_indices=tuple(teacher.model.feature_info.out_indices))
 
-    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
+    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None, hook=None) -> dict:
+        """`hook(stage, feature) -> feature` (optional) acts on each student stage's output before the comparison
+        (the timm student runs as one piece, so it does not feed the next stage)."""
         t_feats = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
         s_feats = list(self.student((x - self.teacher.mean) / self.teacher.std))
+        if hook is not None:
+            s_feats = [hook(i, s) for i, s in enumerate(s_feats)]
         return {"t_feats": t_feats, "s_feats": s_feats, "size": tuple(x.shape[-2:])}
 
     def loss(self, out: dict) -> dict[str, torch.Tensor]:
@@ -53,6 +57,7 @@ class ForwardDistillation(ADModel):
         local = fuse_maps(per_stage, out["size"], self.config.map_fusion)
         return {"amap": gaussian_blur(local, self.config.blur_sigma), "local": local}
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
+    def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
         c = self.config
-        return torch.optim.SGD(self.student_parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        params = self.student_parameters() if params is None else params
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)

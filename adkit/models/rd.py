@@ -170,10 +170,14 @@ class Decoder(nn.Module):
             self.stages.append(nn.Sequential(*layers))
             c_in = c_out
 
-    def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for stage in self.stages:
+    def forward(self, z: torch.Tensor, hook=None) -> list[torch.Tensor]:
+        """`hook(stage, feature) -> feature` (optional) acts on each stage's output before it feeds the next;
+        `stage` is the teacher stage it mirrors (the deepest first: decoder stage j mirrors stage n−1−j)."""
+        outs, n = [], len(self.stages)
+        for j, stage in enumerate(self.stages):
             z = stage(z)
+            if hook is not None:
+                z = hook(n - 1 - j, z)
             outs.append(z)
         return outs[::-1]  # shallowest first, like the teacher
 
@@ -193,9 +197,9 @@ class ReverseDistillation(ADModel):
             official_init(self.ocbe)
             official_init(self.decoder)
 
-    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
+    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None, hook=None) -> dict:
         t_feats = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
-        s_feats = self.decoder(self.ocbe(t_feats))
+        s_feats = self.decoder(self.ocbe(t_feats), hook)
         return {"t_feats": t_feats, "s_feats": s_feats, "size": tuple(x.shape[-2:])}
 
     def loss(self, out: dict) -> dict[str, torch.Tensor]:
@@ -207,5 +211,6 @@ class ReverseDistillation(ADModel):
         local = fuse_maps(per_stage, out["size"], self.config.map_fusion)
         return {"amap": gaussian_blur(local, self.config.blur_sigma), "local": local}
 
-    def configure_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.student_parameters(), lr=self.config.lr, betas=self.config.betas)
+    def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
+        params = self.student_parameters() if params is None else params
+        return torch.optim.Adam(params, lr=self.config.lr, betas=self.config.betas)

@@ -17,7 +17,7 @@ added: `amap = blur(norm(M_local) + α·norm(M_struct))`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -26,14 +26,13 @@ from ..backbones import Teacher
 from ..losses import (
     channel_distance,
     channel_loss,
-    fd_loss,
     inter_affinity_loss,
     intra_affinity_distance,
     intra_affinity_loss,
-    rd_loss,
     spatial_loss,
 )
 from ..scoring import fuse_maps, gaussian_blur
+from .base import ADModel
 from .fd import FDConfig, ForwardDistillation
 from .rd import RDConfig, ReverseDistillation
 
@@ -42,7 +41,8 @@ STD_FLOOR = 1e-6
 
 @dataclass(frozen=True)
 class SNLConfig:
-    """SNL's options, mixed into the base model's config. Defaults are the full method, all our choices."""
+    """SNL's own options (the flat configs below add the base model's). Defaults: the full method, all our
+    choices."""
 
     use_ch: bool = True  # channel-wise term, mean_i 1 − cos(T[:, i], S[:, i])
     use_sp: bool = True  # spatial-wise term, mean_c 1 − cos(T[c, :], S[c, :])
@@ -66,12 +66,13 @@ class SNLConfig:
 
 @dataclass(frozen=True)
 class RDSNLConfig(SNLConfig, RDConfig):
-    """RD's options (METHODS §2) plus SNL's."""
+    """The options of `rd+snl` as one flat set, as a run stores them: RD's (METHODS §2) plus SNL's. The model
+    itself is composed (`rd_snl`: an `SNL` around a `ReverseDistillation` built from RD's share)."""
 
 
 @dataclass(frozen=True)
 class FDSNLConfig(SNLConfig, FDConfig):
-    """FD's options (METHODS §3) plus SNL's."""
+    """The options of `fd+snl` as one flat set: FD's (METHODS §3) plus SNL's (`fd_snl` composes the model)."""
 
 
 # -- CRAM -----------------------------------------------------------------------------------------------
@@ -145,15 +146,30 @@ class CentralResidualAggregation(nn.Module):
         return s + (self.gamma - 1) * r, r
 
 
-# -- the models -----------------------------------------------------------------------------------------
-class _SNL:
-    """What RDSNL and FDSNL share: CRAMs, the structural losses, the maps and their calibration."""
+# -- the model: a structural wrapper around a base student ----------------------------------------------
+class SNL(ADModel):
+    """SNL around any base student that accepts a stage hook (`forward(x, t_feats, hook)`, `hook(stage,
+    feature) -> feature` applied to each student stage's output): RD and FD.
+
+    The base model keeps its own parts, loss and optimiser; SNL adds a CRAM per stage (through the hook), the
+    structural loss terms and the local + structural maps with their calibration. Its options are the base
+    model's plus `SNLConfig`'s, in one flat config (`RDSNLConfig`, `FDSNLConfig`), as runs store them.
+
+    Terms the base loss already is are not added twice: FD's loss, per position ½‖T̂ − Ŝ‖² of channel-normalised
+    features, *is* the channel-wise term 1 − cos(T[:, i], S[:, i]) (`base_terms`), so FD+SNL leaves `use_ch` out.
+    """
 
     report_maps = ("local", "struct")  # evaluate() measures each alone too
-    base_name = "base"
+    # structural terms that a base model's loss already is, by base name
+    base_terms: dict[str, frozenset[str]] = {"fd": frozenset({"ch"})}
 
-    def _init_snl(self, channels: list[int]) -> None:
-        c = self.config
+    def __init__(self, base: ADModel, config: SNLConfig):
+        nn.Module.__init__(self)
+        self.config = config
+        self.base = base  # owns the teacher (see `teacher`) and the student parts
+        self.name = f"{base.name}+snl"
+        channels = base.teacher.channels
+        c = config
         bad = [s for s in c.intra_stages if not 0 <= s < len(channels)]
         if bad:
             raise ValueError(f"intra_stages {bad} out of range for {len(channels)} teacher stages")
@@ -165,10 +181,28 @@ class _SNL:
         for key in ("local", "struct"):
             self.register_buffer(f"{key}_mean", torch.tensor(0.0))
             self.register_buffer(f"{key}_std", torch.tensor(1.0))
+        self._register_load_state_dict_pre_hook(self._unprefixed_base_keys)
+
+    @property
+    def teacher(self) -> Teacher:
+        return self.base.teacher
+
+    def _unprefixed_base_keys(self, state, prefix, *args) -> None:
+        """Checkpoints written before SNL was a wrapper (adkit ≤ 0.1.0 runs) name the base's parts without
+        `base.`; they load unchanged (the parameters were created in the same order, so they are the same)."""
+        own = {k.split(".")[0] for k in self.base.state_dict() if k.split(".")[0] != "teacher"}
+        for k in list(state):
+            head = k[len(prefix):].split(".")[0] if k.startswith(prefix) else None
+            if head in own:
+                state[prefix + "base." + k[len(prefix):]] = state.pop(k)
+
+    def student_parameters(self):
+        return list(self.base.student_parameters()) + ([] if self.cram is None else list(self.cram.parameters()))
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return self.base.configure_optimizer(self.student_parameters())
 
     def _apply_cram(self, stage: int, s: torch.Tensor, residuals: list) -> torch.Tensor:
-        if self.cram is None:
-            return s
         cram = self.cram[stage]
         if self.training and not bool(cram.initialised):  # first training batch: centres by k-means
             cram.init_centres(s.detach().permute(0, 2, 3, 1).flatten(0, 2), self.config.cram_kmeans_iters)
@@ -176,18 +210,22 @@ class _SNL:
         residuals.append(r)
         return s
 
-    def base_loss(self, t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
+        residuals = []
+        hook = None if self.cram is None else (lambda stage, s: self._apply_cram(stage, s, residuals))
+        out = self.base(x, t_feats, hook)
+        return {**out, "residuals": residuals}
 
     def loss(self, out: dict) -> dict[str, torch.Tensor]:
         c = self.config
         t_feats, s_feats = out["t_feats"], out["s_feats"]
-        base = self.base_loss(t_feats, s_feats)
+        base = self.base.loss(out)["loss"]
         pairs = list(zip(t_feats, s_feats, strict=True))
+        skip = self.base_terms.get(self.base.name, frozenset())
         terms = {}  # name -> (weight, value)
-        if c.use_ch:
+        if c.use_ch and "ch" not in skip:
             terms["ch"] = (c.lambda_ch, sum(channel_loss(t, s) for t, s in pairs))
-        if c.use_sp:
+        if c.use_sp and "sp" not in skip:
             terms["sp"] = (c.lambda_sp, sum(spatial_loss(t, s) for t, s in pairs))
         if c.use_intra and c.intra_stages:
             intra = [intra_affinity_loss(*pairs[i], c.intra_max_positions, c.intra_pool)
@@ -202,7 +240,7 @@ class _SNL:
         loss = base
         for w, v in terms.values():
             loss = loss + w * v
-        return {"loss": loss, self.base_name: base.detach(), **{k: v.detach() for k, (_, v) in terms.items()}}
+        return {"loss": loss, self.base.name: base.detach(), **{k: v.detach() for k, (_, v) in terms.items()}}
 
     def raw_maps(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Un-normalised local and structural maps `(B,1,H,W)`, before the blur."""
@@ -245,64 +283,21 @@ class _SNL:
         self.train(was)
 
 
-class RDSNL(_SNL, ReverseDistillation):
+def _base_options(config, base_config_cls) -> dict:
+    names = {f.name for f in fields(base_config_cls)}
+    return {k: v for k, v in asdict(config).items() if k in names}
+
+
+def rd_snl(teacher: Teacher, config: RDSNLConfig = RDSNLConfig()) -> SNL:
     """SNL on Reverse Distillation: a CRAM after each decoder stage, its output feeding the next stage."""
-
-    name = "rd+snl"
-    base_name = "rd"
-
-    def __init__(self, teacher: Teacher, config: RDSNLConfig = RDSNLConfig()):
-        super().__init__(teacher, config)
-        self._init_snl(teacher.channels)
-
-    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
-        t_feats = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
-        z = self.ocbe(t_feats)
-        n = len(self.decoder.stages)
-        s_feats, residuals = [None] * n, []
-        for j, stage in enumerate(self.decoder.stages):  # deepest first: decoder stage j mirrors stage n−1−j
-            z = self._apply_cram(n - 1 - j, stage(z), residuals)
-            s_feats[n - 1 - j] = z
-        return {"t_feats": t_feats, "s_feats": s_feats, "size": tuple(x.shape[-2:]), "residuals": residuals}
-
-    def base_loss(self, t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
-        return rd_loss(t_feats, s_feats)
+    return SNL(ReverseDistillation(teacher, RDConfig(**_base_options(config, RDConfig))), config)
 
 
-class FDSNL(_SNL, ForwardDistillation):
+def fd_snl(teacher: Teacher, config: FDSNLConfig = FDSNLConfig()) -> SNL:
     """SNL on forward distillation. The CRAMs act on the student's stage outputs just before the comparison
     (timm's `features_only` student runs as one piece), so they do not feed the student's next stage."""
-
-    name = "fd+snl"
-    base_name = "fd"
-
-    def __init__(self, teacher: Teacher, config: FDSNLConfig = FDSNLConfig()):
-        super().__init__(teacher, config)
-        self._init_snl(teacher.channels)
-
-    def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
-        t_feats = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
-        residuals = []
-        s_feats = [self._apply_cram(i, s, residuals)
-                   for i, s in enumerate(self.student((x - self.teacher.mean) / self.teacher.std))]
-        return {"t_feats": t_feats, "s_feats": s_feats, "size": tuple(x.shape[-2:]), "residuals": residuals}
-
-    def base_loss(self, t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
-        return fd_loss(t_feats, s_feats)
+    return SNL(ForwardDistillation(teacher, FDConfig(**_base_options(config, FDConfig))), config)
 
 
-# The ablation of METHODS §4, cumulative: each step's full options, so it runs as one loop over
-# `create(name, **options)`. The structural map enters the score (α = 1) with the intra term that trains
-# it; before that α = 0 and the score is a positive affine map of the base model's, i.e. the same metrics.
-_OFF = dict(use_ch=False, use_sp=False, use_intra=False, use_inter=False, use_cram=False, alpha=0.0)
-ABLATION: dict[str, dict] = {
-    "base": _OFF,
-    "+spatial-channel": {**_OFF, "use_ch": True, "use_sp": True},
-    "+intra": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "alpha": 1.0},
-    "+inter": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "use_inter": True, "alpha": 1.0},
-    "+cram": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "use_inter": True, "use_cram": True,
-              "alpha": 1.0},
-}
-
-__all__ = ["ABLATION", "CentralResidualAggregation", "FDSNL", "FDSNLConfig", "RDSNL", "RDSNLConfig",
-           "SNLConfig", "kmeans"]
+__all__ = ["SNL", "CentralResidualAggregation", "FDSNLConfig", "RDSNLConfig", "SNLConfig", "fd_snl", "kmeans",
+           "rd_snl"]

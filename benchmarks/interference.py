@@ -1,0 +1,281 @@
+"""The interference curve: one-class RD minus multi-class RD, in mean image AUROC, against the number of classes.
+
+At equal total compute (one-class: `S` steps per class; multi-class: `k × S` steps for `k` classes), over seeds,
+on nested class sets of mini (2 ⊂ 4 ⊂ 8 ⊂ 14: the first four are notebook 1's classes, the first eight the
+demo's). One one-class run per seed trains every class once; the one-class mean for `k` classes is the mean of
+those `k` class models (each is trained alone, so it does not depend on the others).
+
+Evaluated on a larger test split than mini's default (`--test-good`, `--test-per-defect`: the same training
+images, more test images — mini draws every image from its own (seed, class, part, index) stream), so that one
+seed's mean has a small standard error (printed, from a bootstrap over test images within each class).
+
+    python benchmarks/interference.py run --out /tmp/curve --workers 2          # resumable; 1 thread per worker
+    python benchmarks/interference.py run --out /tmp/curve --factor steps       # what else moves the gap
+    python benchmarks/interference.py summary --out /tmp/curve [--json]
+
+`summary` gives, per (k, recipe), the paired gap per seed, its mean and a 95% Student-t interval over seeds,
+and the gap per defect type (cross-class pastes are expected to suffer most).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ORDER = ("brick", "cat", "grass", "cameraman", "gravel", "coffee", "tissue", "rocket",
+         "stars", "moon", "astronaut", "motorcycle", "coins", "retina")
+KS = (2, 4, 8, 14)
+
+
+@dataclass(frozen=True)
+class Job:
+    setting: str  # "one-class" | "multi-class"
+    k: int  # classes (one-class: the first k of ORDER, each its own model)
+    steps: int  # per class
+    size: int
+    batch: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        tag = "oc" if self.setting == "one-class" else "mc"
+        return f"{tag}-k{self.k}-S{self.steps}-px{self.size}-b{self.batch}-s{self.seed}"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return ORDER[: self.k]
+
+
+def plan(factor: str, seeds: list[int]) -> list[Job]:
+    """The curve (S=100, 128 px, batch 16), or one extra factor at a fixed k."""
+    jobs = []
+    for s in seeds:
+        if factor == "curve":
+            jobs.append(Job("one-class", 14, 100, 128, 16, s))
+            jobs += [Job("multi-class", k, 100, 128, 16, s) for k in KS]
+        elif factor == "steps":  # three times the training, at notebook 1's four classes
+            jobs.append(Job("one-class", 4, 300, 128, 16, s))
+            jobs.append(Job("multi-class", 4, 300, 128, 16, s))
+        elif factor == "size":  # half the image side
+            jobs.append(Job("one-class", 8, 100, 64, 16, s))
+            jobs += [Job("multi-class", k, 100, 64, 16, s) for k in (4, 8)]
+        else:
+            raise SystemExit(f"unknown factor {factor!r}: curve, steps, size")
+    return jobs
+
+
+def data_root(out: Path, good: int, per_defect: int) -> Path:
+    return out / f"mini-test{good}x{per_defect}"
+
+
+def build_data(out: Path, good: int, per_defect: int) -> Path:
+    from adkit.data import mini
+
+    root = data_root(out, good, per_defect)
+    mini.build(root, mini.MiniRecipe(n_test_good=good, n_test_per_defect=per_defect), progress=False)
+    return root
+
+
+def _auroc(scores, labels) -> float:
+    from adkit import metrics
+
+    return float(metrics.image_auroc(scores, labels))
+
+
+def run_job(job: Job, out: Path, root: Path) -> dict:
+    """Train (resuming if a kill left a checkpoint), evaluate, and keep per class: the image AUROC, the AUROC
+    of each defect type against the class's normals, and 200 bootstrap AUROCs over the class's test images."""
+    import numpy as np
+
+    from adkit.evaluate import evaluate
+    from adkit.train import TrainConfig, train
+
+    run = out / "runs" / job.name
+    stats_path = run / "stats.json"
+    if stats_path.exists():
+        return json.loads(stats_path.read_text())
+    iters = job.steps if job.setting == "one-class" else job.steps * job.k
+    cfg = TrainConfig(data="mini", root=str(root), classes=job.classes, setting=job.setting, model="rd",
+                      image_size=job.size, iters=iters, batch_size=job.batch, seed=job.seed)
+    t0 = time.perf_counter()
+    train(cfg, run, progress=False)
+    t_train = time.perf_counter() - t0
+    _, preds = evaluate(run, progress=False, return_preds=True)
+    rng = np.random.default_rng(1234)
+    classes = {}
+    for cls, p in preds.items():
+        s, y, d = p["score"], p["label"], np.array(p["defect"])
+        row = {"image_auroc": _auroc(s, y), "defects": {}}
+        for dt in sorted(set(d) - {"good"}):
+            sel = (d == dt) | (d == "good")
+            row["defects"][dt] = _auroc(s[sel], y[sel])
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        boots = []
+        for _ in range(200):  # resample normals and defects separately (stratified bootstrap)
+            idx = np.concatenate([rng.choice(neg, len(neg)), rng.choice(pos, len(pos))])
+            boots.append(_auroc(s[idx], y[idx]))
+        row["bootstrap"] = boots
+        classes[cls] = row
+    stats = {"job": asdict(job), "train_seconds": round(t_train, 1), "classes": classes}
+    tmp = stats_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats))
+    os.replace(tmp, stats_path)
+    return stats
+
+
+def cmd_run(a) -> None:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = build_data(out, a.test_good, a.test_per_defect)
+    seeds = [int(x) for x in a.seeds.split(",")]
+    jobs = [j for f in a.factor.split(",") for j in plan(f, seeds)]
+    todo = [j for j in jobs if not (out / "runs" / j.name / "stats.json").exists()]
+    # longest first, so the two workers finish together
+    todo.sort(key=lambda j: -(j.steps * (j.k if j.setting == "multi-class" else j.k)) * (j.size / 128) ** 2)
+    print(f"{len(jobs)} jobs, {len(todo)} to run, {a.workers} workers at {a.threads} thread(s) each", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    running: list[tuple[Job, subprocess.Popen, float]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < a.workers:
+            j = todo.pop(0)
+            cmd = [sys.executable, __file__, "job", "--out", str(out), "--root", str(root), json.dumps(asdict(j))]
+            log = open(out / f"{j.name}.log", "w")
+            running.append((j, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), time.time()))
+        time.sleep(2)
+        for item in list(running):
+            j, p, t0 = item
+            if p.poll() is not None:
+                running.remove(item)
+                status = "done" if p.returncode == 0 else f"FAILED rc={p.returncode} (see {j.name}.log)"
+                if p.returncode:
+                    failed.append(j.name)
+                print(f"{time.strftime('%H:%M:%S')} {j.name}: {status} in {time.time() - t0:.0f} s "
+                      f"({len(todo)} queued, {len(running)} running)", flush=True)
+    if failed:
+        raise SystemExit(f"{len(failed)} job(s) failed: {', '.join(failed)}")
+
+
+def cmd_job(a) -> None:
+    job = Job(**json.loads(a.spec))
+    run_job(job, Path(a.out), Path(a.root))
+
+
+def t_interval(values: list[float], level: float = 0.95) -> dict:
+    from adkit.report import summarize
+
+    return summarize(values, level)
+
+
+def collect(out: Path) -> dict:
+    stats = {}
+    for p in sorted((out / "runs").glob("*/stats.json")):
+        s = json.loads(p.read_text())
+        stats[Job(**s["job"]).name] = s
+    return stats
+
+
+def mean_over(stats: dict, classes, key=lambda row: row["image_auroc"]) -> float:
+    vals = [key(stats["classes"][c]) for c in classes]
+    return sum(vals) / len(vals)
+
+
+def summarize_gaps(out: Path) -> list[dict]:
+    """Per (multi-class job recipe): the paired gap one-class − multi-class per seed, in AUROC points."""
+    import numpy as np
+
+    stats = collect(out)
+    rows = []
+    mcs = {}
+    for s in stats.values():
+        j = Job(**s["job"])
+        if j.setting == "multi-class":
+            mcs.setdefault((j.k, j.steps, j.size, j.batch), []).append((j, s))
+    for (k, steps, size, batch), items in sorted(mcs.items()):
+        gaps, oc_means, mc_means, ses, defect_gaps = [], [], [], [], {}
+        seeds = []
+        for j, mc in sorted(items, key=lambda t: t[0].seed):
+            # the one-class run of this seed and recipe with the most classes (it holds the first k)
+            ocs = [Job(**s["job"]) for s in stats.values()]
+            ocs = [o for o in ocs if o.setting == "one-class" and (o.steps, o.size, o.batch, o.seed)
+                   == (steps, size, batch, j.seed) and o.k >= k]
+            if not ocs:
+                continue
+            oc = stats[max(ocs, key=lambda o: o.k).name]
+            cls = j.classes
+            seeds.append(j.seed)
+            oc_m, mc_m = mean_over(oc, cls), mean_over(mc, cls)
+            oc_means.append(100 * oc_m)
+            mc_means.append(100 * mc_m)
+            gaps.append(100 * (oc_m - mc_m))
+            # one seed's standard error of the multi-class mean, from the bootstrap over test images
+            boots = np.mean([mc["classes"][c]["bootstrap"] for c in cls], axis=0)
+            ses.append(100 * float(np.std(boots, ddof=1)))
+            for dt in mc["classes"][cls[0]]["defects"]:
+                g = np.mean([oc["classes"][c]["defects"][dt] - mc["classes"][c]["defects"][dt] for c in cls])
+                defect_gaps.setdefault(dt, []).append(100 * float(g))
+        if not seeds:
+            continue
+        rows.append({"k": k, "steps_per_class": steps, "image_size": size, "batch": batch, "seeds": seeds,
+                     "one_class": t_interval(oc_means), "multi_class": t_interval(mc_means),
+                     "gap": t_interval(gaps), "gap_per_seed": [round(g, 2) for g in gaps],
+                     "se_one_seed_multi_class": [round(x, 2) for x in ses],
+                     "gap_by_defect": {d: t_interval(v) for d, v in defect_gaps.items()}})
+    return rows
+
+
+def _fmt(f: dict) -> str:
+    if f["n"] < 2 or f["ci_low"] is None or not math.isfinite(f["ci_low"]):
+        return f"{f['mean']:+.1f} (n={f['n']})"
+    sig = "" if f["ci_low"] > 0 or f["ci_high"] < 0 else " n.s."
+    return f"{f['mean']:+.1f} [{f['ci_low']:+.1f}, {f['ci_high']:+.1f}]{sig}"
+
+
+def cmd_summary(a) -> None:
+    rows = summarize_gaps(Path(a.out))
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print("gap = one-class RD − multi-class RD, mean image AUROC points, mean [95% t interval] over seeds; "
+          "n.s.: the interval contains 0")
+    print("| k | steps/class | px | seeds | one-class | multi-class | gap | SE one seed (MC) | "
+          "gap by defect type |")
+    print("|---:|---:|---:|---|---:|---:|---|---:|---|")
+    for r in rows:
+        defects = "; ".join(f"{d} {_fmt(f)}" for d, f in r["gap_by_defect"].items())
+        print(f"| {r['k']} | {r['steps_per_class']} | {r['image_size']} | {r['seeds']} | "
+              f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | "
+              f"{max(r['se_one_seed_multi_class']):.2f} | {defects} |")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", required=True)
+    r.add_argument("--seeds", default="0,1,2")
+    r.add_argument("--factor", default="curve", help="comma-separated: curve, steps, size")
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--test-good", type=int, default=60)
+    r.add_argument("--test-per-defect", type=int, default=15)
+    j = sub.add_parser("job")
+    j.add_argument("--out", required=True)
+    j.add_argument("--root", required=True)
+    j.add_argument("spec")
+    s = sub.add_parser("summary")
+    s.add_argument("--out", required=True)
+    s.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    {"run": cmd_run, "job": cmd_job, "summary": cmd_summary}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
