@@ -33,32 +33,62 @@ ABLATION: dict[str, dict] = {
     "+spatial-channel": {**_OFF, "use_ch": True, "use_sp": True},
     "+intra": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "alpha": 1.0},
     "+inter": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "use_inter": True, "alpha": 1.0},
-    "+cram": {**_OFF, "use_ch": True, "use_sp": True, "use_intra": True, "use_inter": True, "use_cram": True,
-              "alpha": 1.0},
+    "+cram": {
+        **_OFF,
+        "use_ch": True,
+        "use_sp": True,
+        "use_intra": True,
+        "use_inter": True,
+        "use_cram": True,
+        "alpha": 1.0,
+    },
 }
 
 
-def run_ablation(out: str | Path, classes: list[str], iters_one: int = 100, image_size: int = IMAGE_SIZE,
-                 base: str = "rd", seed: int = 0, steps: list[str] | None = None, progress: bool = True) -> dict:
+def run_ablation(
+    out: str | Path,
+    classes: list[str],
+    iters_one: int = 100,
+    image_size: int = IMAGE_SIZE,
+    base: str = "rd",
+    seed: int = 0,
+    steps: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
     out = Path(out)
     rows = {}
     for step in steps or list(ABLATION):
         for setting in ("one-class", "multi-class"):
             iters = iters_one if setting == "one-class" else iters_one * len(classes)
-            cfg = TrainConfig(data="mini", classes=tuple(classes), setting=setting, model=f"{base}+snl",
-                              image_size=image_size, iters=iters, seed=seed, options=dict(ABLATION[step]))
+            cfg = TrainConfig(
+                data="mini",
+                classes=tuple(classes),
+                setting=setting,
+                model=f"{base}+snl",
+                image_size=image_size,
+                iters=iters,
+                seed=seed,
+                options=dict(ABLATION[step]),
+            )
             run = cached_run(cfg, out, progress=progress)
             res = evaluate(run, progress=False)
-            rows[f"{step} | {setting}"] = {"mean": res["mean"], "run": run.name,
-                                           "cut_paste_cross": res["defects"].get("cut_paste_cross"),
-                                           **({"maps": res["maps"]} if "maps" in res else {})}
+            rows[f"{step} | {setting}"] = {
+                "mean": res["mean"],
+                "run": run.name,
+                "cut_paste_cross": res["defects"].get("cut_paste_cross"),
+                **({"maps": res["maps"]} if "maps" in res else {}),
+            }
             print(f"{step:18s} {setting:12s} " + format_row(rows[f"{step} | {setting}"]), file=sys.stderr)
     checkpoint.write_json(out / "ablation.json", _jsonable(rows))
     return rows
 
 
-def dual_ablation(run_dir: str | Path, links: tuple[str, ...] = ("exp", "logistic"), data_name: str | None = None,
-                  classes: list[str] | None = None) -> dict[str, dict[str, float]]:
+def dual_ablation(
+    run_dir: str | Path,
+    links: tuple[str, ...] = ("exp", "logistic"),
+    data_name: str | None = None,
+    classes: list[str] | None = None,
+) -> dict[str, dict[str, float]]:
     """Mean image AUROC of every score of a trained multi-class `dual` run — E–D alone, E–E alone, the sum of
     z-scored scores, Noisy-OR — with each link, calibrated on the held-out training normals (as trained) and on
     the images the students were fitted on. Only the calibration is redone; the students are the run's own.
@@ -69,8 +99,11 @@ def dual_ablation(run_dir: str | Path, links: tuple[str, ...] = ("exp", "logisti
         raise ValueError(f"{run_dir}: dual_ablation needs a multi-class run of the dual model")
     train_recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
     images = data.load_all(data.ImageDataset(train_recs, cfg.image_size))["image"]
-    fit_idx, cal_idx = (holdout_split(len(images), model.calibration_holdout, cfg.seed) if model.calibration_holdout
-                        else (slice(None), slice(None)))
+    fit_idx, cal_idx = (
+        holdout_split(len(images), model.calibration_holdout, cfg.seed)
+        if model.calibration_holdout
+        else (slice(None), slice(None))
+    )
     test = test_records(cfg, data_name, classes=classes)
     config, rows = model.config, {}
     for link in links:
@@ -79,8 +112,8 @@ def dual_ablation(run_dir: str | Path, links: tuple[str, ...] = ("exp", "logisti
             model.calibrate(images[idx])
             preds = predict_classes({ALL: model}, test, cfg.image_size, progress=False)
             rows[f"{link} link, calibrated on {where} normals"] = {
-                k.removeprefix("score_"): score_sets(preds, None, k)["mean"]["image_auroc"]
-                for k in model.report_scores}
+                k.removeprefix("score_"): score_sets(preds, None, k)["mean"]["image_auroc"] for k in model.report_scores
+            }
     model.config = config
     return rows
 
@@ -98,13 +131,17 @@ def _pct(v) -> str:
 
 def format_row(r: dict) -> str:
     m, cp = r["mean"], r["cut_paste_cross"] or {}
-    return " | ".join(_pct(x) for x in (m["image_auroc"], m["pixel_auroc"], m["aupro"], cp.get("image_auroc"),
-                                         cp.get("pixel_auroc")))
+    return " | ".join(
+        _pct(x) for x in (m["image_auroc"], m["pixel_auroc"], m["aupro"], cp.get("image_auroc"), cp.get("pixel_auroc"))
+    )
 
 
 def markdown(rows: dict) -> str:
-    lines = ["| step | setting | image AUROC | pixel AUROC | AUPRO | cut-paste (cross) image AUROC | "
-             "cut-paste (cross) pixel AUROC |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| step | setting | image AUROC | pixel AUROC | AUPRO | cut-paste (cross) image AUROC | "
+        "cut-paste (cross) pixel AUROC |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for key, r in rows.items():
         step, setting = key.split(" | ")
         lines.append(f"| {step} | {setting} | {format_row(r)} |")
@@ -116,8 +153,9 @@ def run_cli(a) -> int:
     if a.dual:
         print(dual_markdown(dual_ablation(a.dual, data_name=a.data)))
         return 0
-    rows = run_ablation(a.out, a.classes.split(","), a.iters_one, a.image_size, a.base,
-                        steps=a.steps.split(",") if a.steps else None)
+    rows = run_ablation(
+        a.out, a.classes.split(","), a.iters_one, a.image_size, a.base, steps=a.steps.split(",") if a.steps else None
+    )
     print(markdown(rows))
     return 0
 

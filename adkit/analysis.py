@@ -103,8 +103,9 @@ def confusion_table(preds: dict[str, dict], threshold: float) -> dict[str, dict]
     """`confusion` per class at one threshold, and over all classes together under "all"."""
     rows = {cls: confusion(p["score"], p["label"], threshold) for cls, p in preds.items()}
     total = {k: sum(r[k] for r in rows.values()) for k in ("tp", "fp", "tn", "fn")}
-    total.update(precision=_ratio(total["tp"], total["tp"] + total["fp"]),
-                 recall=_ratio(total["tp"], total["tp"] + total["fn"]))
+    total.update(
+        precision=_ratio(total["tp"], total["tp"] + total["fp"]), recall=_ratio(total["tp"], total["tp"] + total["fn"])
+    )
     return {**rows, OVERALL: total}
 
 
@@ -126,8 +127,10 @@ def sweep(scores, labels, thresholds) -> dict[str, np.ndarray]:
 
 def pooled(preds: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
     """All classes' scores and labels in one pair of arrays."""
-    return (np.concatenate([np.asarray(p["score"], dtype=np.float64) for p in preds.values()]),
-            np.concatenate([np.asarray(p["label"]) for p in preds.values()]))
+    return (
+        np.concatenate([np.asarray(p["score"], dtype=np.float64) for p in preds.values()]),
+        np.concatenate([np.asarray(p["label"]) for p in preds.values()]),
+    )
 
 
 def default_threshold(preds: dict[str, dict]) -> float:
@@ -150,8 +153,9 @@ def histograms(preds: dict[str, dict], bins: int = 30) -> dict:
 
 
 # -- which images ---------------------------------------------------------------------------------------------
-def worst(preds: dict[str, dict], threshold: float, n: int | None = None,
-          classes: list[str] | None = None) -> dict[str, list[dict]]:
+def worst(
+    preds: dict[str, dict], threshold: float, n: int | None = None, classes: list[str] | None = None
+) -> dict[str, list[dict]]:
     """The failures at a threshold, worst first: normals flagged (false positives, highest score first) and
     defects not flagged (false negatives, lowest score first), `n` of each at most (all when None). Each is
     `{"class", "index", "defect", "score", "verdict", "path"}`."""
@@ -164,8 +168,16 @@ def worst(preds: dict[str, dict], threshold: float, n: int | None = None,
         paths = [""] * len(s) if paths is None else paths
         for i in np.flatnonzero((s >= t) != y):
             verdict = FN if y[i] else FP
-            out[verdict].append({"class": cls, "index": int(i), "defect": str(p["defect"][i]),
-                                 "score": float(s[i]), "verdict": verdict, "path": str(paths[i])})
+            out[verdict].append(
+                {
+                    "class": cls,
+                    "index": int(i),
+                    "defect": str(p["defect"][i]),
+                    "score": float(s[i]),
+                    "verdict": verdict,
+                    "path": str(paths[i]),
+                }
+            )
     out[FP].sort(key=lambda r: (-r["score"], r["class"], r["index"]))
     out[FN].sort(key=lambda r: (r["score"], r["class"], r["index"]))
     if n is not None:
@@ -175,12 +187,15 @@ def worst(preds: dict[str, dict], threshold: float, n: int | None = None,
 
 def normal_scales(preds: dict[str, dict]) -> dict[str, tuple[float, float] | None]:
     """Per class, the scale of its normal test images' maps (`viz.normal_scale`); None without normals."""
-    return {cls: viz.normal_scale(p["amap"][np.asarray(p["label"]) == 0]) if (np.asarray(p["label"]) == 0).any()
-            else None for cls, p in preds.items()}
+    return {
+        cls: viz.normal_scale(p["amap"][np.asarray(p["label"]) == 0]) if (np.asarray(p["label"]) == 0).any() else None
+        for cls, p in preds.items()
+    }
 
 
-def failure_items(preds: dict[str, dict], images: dict[str, np.ndarray], rows: list[dict],
-                  scales: dict | None = None) -> list[dict]:
+def failure_items(
+    preds: dict[str, dict], images: dict[str, np.ndarray], rows: list[dict], scales: dict | None = None
+) -> list[dict]:
     """`viz.gallery` items for rows of `worst`: each map relative to its class's normal maps (0: a typical
     normal pixel, 1: a high normal peak; shown on 0..2, as `viz.failures` does), the mask outlined."""
     scales = normal_scales(preds) if scales is None else scales
@@ -190,9 +205,16 @@ def failure_items(preds: dict[str, dict], images: dict[str, np.ndarray], rows: l
         scale = scales.get(cls)
         amap = viz.relative(p["amap"][i], scale) if scale else p["amap"][i]
         tag = "FP" if r["verdict"] == FP else "FN"
-        items.append({"image": images[cls][i], "amap": amap, "mask": p["mask"][i],
-                      "vmin": 0.0 if scale else None, "vmax": 2.0 if scale else None,
-                      "title": f"{tag} {cls}/{r['defect']}\nscore {r['score']:.3g}"})
+        items.append(
+            {
+                "image": images[cls][i],
+                "amap": amap,
+                "mask": p["mask"][i],
+                "vmin": 0.0 if scale else None,
+                "vmax": 2.0 if scale else None,
+                "title": f"{tag} {cls}/{r['defect']}\nscore {r['score']:.3g}",
+            }
+        )
     return items
 
 
@@ -221,9 +243,13 @@ def defect_table(preds: dict[str, dict], threshold: float) -> list[dict]:
             both = sel | good
             amaps, masks = np.asarray(p["amap"])[both], np.asarray(p["mask"])[both] > 0.5
             has_px = bool(masks.any())
-            row["_m"].append({"image_auroc": metrics.image_auroc(s[both], y[both]),
-                              "pixel_auroc": metrics.pixel_auroc(amaps, masks) if has_px else math.nan,
-                              "aupro": metrics.aupro(amaps, masks) if has_px else math.nan})
+            row["_m"].append(
+                {
+                    "image_auroc": metrics.image_auroc(s[both], y[both]),
+                    "pixel_auroc": metrics.pixel_auroc(amaps, masks) if has_px else math.nan,
+                    "aupro": metrics.aupro(amaps, masks) if has_px else math.nan,
+                }
+            )
     rows = []
     for row in per.values():
         ms = row.pop("_m")
@@ -237,6 +263,7 @@ def defect_table(preds: dict[str, dict], threshold: float) -> list[dict]:
 
 def markdown_table(rows: list[dict], columns: dict[str, str], digits: int = 2) -> str:
     """Rows of dicts as a markdown table; `columns` maps a key to its header. Floats to `digits`, nan as –."""
+
     def fmt(v):
         if isinstance(v, float):
             return "–" if math.isnan(v) else f"{v:.{digits}f}"
@@ -252,8 +279,18 @@ def markdown_table(rows: list[dict], columns: dict[str, str], digits: int = 2) -
 def confusion_markdown(table: dict[str, dict]) -> str:
     """`confusion_table` as markdown, one row per class and the total last."""
     rows = [{"class": f"**{c}**" if c == OVERALL else c, **r} for c, r in table.items()]
-    return markdown_table(rows, {"class": "class", "tp": "TP", "fp": "FP", "tn": "TN", "fn": "FN",
-                                 "precision": "precision", "recall": "recall"})
+    return markdown_table(
+        rows,
+        {
+            "class": "class",
+            "tp": "TP",
+            "fp": "FP",
+            "tn": "TN",
+            "fn": "FN",
+            "precision": "precision",
+            "recall": "recall",
+        },
+    )
 
 
 # -- export ---------------------------------------------------------------------------------------------------
@@ -280,8 +317,10 @@ def export_folder(out: str | Path, root: str | Path, overwrite: bool = False, av
         raise UsageError(f"{out}: not inside the export root {root} — refused; export into a folder below it")
     for a in avoid:
         if out_r.is_relative_to(os.path.realpath(a)):
-            raise UsageError(f"{out}: inside {a} — refused (the dataset's loader would read the exported PNGs as "
-                             "images); export elsewhere below the root")
+            raise UsageError(
+                f"{out}: inside {a} — refused (the dataset's loader would read the exported PNGs as "
+                "images); export elsewhere below the root"
+            )
     source = _source_folders(out_r)
     if source and not any(out_r.is_relative_to(a) for a in source[1]):
         source, allowed = source
@@ -292,13 +331,15 @@ def export_folder(out: str | Path, root: str | Path, overwrite: bool = False, av
             raise UsageError(f"{out}: exists and is not a folder — choose another name")
         found = list(out_r.iterdir())
         if found and not overwrite:
-            raise UsageError(f"{out}: not empty — choose a new folder, or pass overwrite=True to replace a previous "
-                             "export")
+            raise UsageError(
+                f"{out}: not empty — choose a new folder, or pass overwrite=True to replace a previous export"
+            )
         foreign = [f.name for f in found if not (f.is_file() and (f.suffix == ".png" or f.name == CSV_NAME))]
         if found and (foreign or not (out_r / CSV_NAME).is_file()):
             what = ", ".join(foreign[:3]) or f"no {CSV_NAME}"
-            raise UsageError(f"{out}: holds files that are not an adkit export ({what}) — refused to replace it; "
-                             "choose a new folder")
+            raise UsageError(
+                f"{out}: holds files that are not an adkit export ({what}) — refused to replace it; choose a new folder"
+            )
     return out_r
 
 
@@ -306,8 +347,9 @@ def _safe(name: str, limit: int = 40) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")[:limit] or "x"
 
 
-def failure_png(image: np.ndarray, amap: np.ndarray, mask: np.ndarray | None, title: str,
-                relative: bool = True, dpi: int = 100) -> bytes:
+def failure_png(
+    image: np.ndarray, amap: np.ndarray, mask: np.ndarray | None, title: str, relative: bool = True, dpi: int = 100
+) -> bytes:
     """One failure as PNG bytes: the image (mask outlined) and its map over it, with a colour bar."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -332,8 +374,16 @@ def failure_png(image: np.ndarray, amap: np.ndarray, mask: np.ndarray | None, ti
     return buf.getvalue()
 
 
-def export_failures(preds: dict[str, dict], images: dict[str, np.ndarray], threshold: float, out: str | Path,
-                    root: str | Path, overwrite: bool = False, n: int | None = None, avoid: tuple = ()) -> Path:
+def export_failures(
+    preds: dict[str, dict],
+    images: dict[str, np.ndarray],
+    threshold: float,
+    out: str | Path,
+    root: str | Path,
+    overwrite: bool = False,
+    n: int | None = None,
+    avoid: tuple = (),
+) -> Path:
     """Write the failures at `threshold` into the folder `out` (checked by `export_folder` against `root` and
     `avoid`): one PNG per failure (image and map relative to its class's normals) and `failures.csv` with columns
     png, path, class, defect, score, verdict. Everything is checked and drawn before the folder is created; the
@@ -352,8 +402,16 @@ def export_failures(preds: dict[str, dict], images: dict[str, np.ndarray], thres
         name = f"{k:03d}_{tag}_{_safe(r['class'])}_{_safe(r['defect'])}_{_safe(stem)}.png"
         title = f"{r['class']}/{r['defect']} · {r['verdict']}\nscore {r['score']:.4g} (threshold {threshold:.4g})"
         files[name] = failure_png(item["image"], item["amap"], item["mask"], title, scales.get(r["class"]) is not None)
-        table.append({"png": name, "path": r["path"], "class": r["class"], "defect": r["defect"],
-                      "score": repr(r["score"]), "verdict": r["verdict"]})
+        table.append(
+            {
+                "png": name,
+                "path": r["path"],
+                "class": r["class"],
+                "defect": r["defect"],
+                "score": repr(r["score"]),
+                "verdict": r["verdict"],
+            }
+        )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -385,8 +443,14 @@ def read_failures(path: str | Path) -> list[dict]:
 
 
 # -- pictures -------------------------------------------------------------------------------------------------
-def histogram_figure(preds: dict[str, dict], threshold: float | None = None, bins: int = 30,
-                     classes: list[str] | None = None, ncols: int = 4, size: float = 2.6):
+def histogram_figure(
+    preds: dict[str, dict],
+    threshold: float | None = None,
+    bins: int = 30,
+    classes: list[str] | None = None,
+    ncols: int = 4,
+    size: float = 2.6,
+):
     """Score histograms, one panel per class: normals (blue) and defects (red) on common bins, the threshold
     dashed, and each class's counts at it in the panel's title."""
     import matplotlib.pyplot as plt
@@ -396,9 +460,8 @@ def histogram_figure(preds: dict[str, dict], threshold: float | None = None, bin
     edges = h["edges"]
     ncols = min(ncols, len(classes))
     nrows = int(np.ceil(len(classes) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.3, 0.4 + 2.1 * nrows), squeeze=False,
-                             sharex=True)
-    for ax in axes.flat[len(classes):]:
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.3, 0.4 + 2.1 * nrows), squeeze=False, sharex=True)
+    for ax in axes.flat[len(classes) :]:
         ax.axis("off")
     for ax, cls in zip(axes.flat, classes):
         for key, color in (("normal", "tab:blue"), ("defect", "tab:red")):

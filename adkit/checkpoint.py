@@ -60,9 +60,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically (see `atomic_write`): readers never see half a file."""
+
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
     atomic_write(path, write)
 
 
@@ -137,8 +139,13 @@ class Checkpoint:
     rng: dict[str, torch.Tensor]
 
 
-def save(path: str | os.PathLike, model_state: dict[str, torch.Tensor], info: dict,
-         optimizer: torch.optim.Optimizer | None = None, rng: dict[str, torch.Tensor] | None = None) -> None:
+def save(
+    path: str | os.PathLike,
+    model_state: dict[str, torch.Tensor],
+    info: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    rng: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write one checkpoint file atomically: weights, optimizer and RNG states as tensors, `info` as metadata."""
     from safetensors.torch import save_file
 
@@ -160,11 +167,15 @@ def _header(path: Path) -> dict:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
     except Exception as err:  # SafetensorError and friends: a damaged or foreign file
-        raise SettingsError(f"{path}: not a readable safetensors checkpoint ({err}) — delete it and resume "
-                            "with `adkit train` to retrain this model") from None
+        raise SettingsError(
+            f"{path}: not a readable safetensors checkpoint ({err}) — delete it and resume "
+            "with `adkit train` to retrain this model"
+        ) from None
     if meta.get("format") != FORMAT:
-        raise SettingsError(f"{path}: not an adkit checkpoint of format {FORMAT} (found "
-                            f"{meta.get('format', 'none')!r}) — retrain the run with this adkit version")
+        raise SettingsError(
+            f"{path}: not an adkit checkpoint of format {FORMAT} (found "
+            f"{meta.get('format', 'none')!r}) — retrain the run with this adkit version"
+        )
     return meta
 
 
@@ -191,9 +202,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
         tensors = load_file(str(path))
     except Exception as err:
         raise with_path(SettingsError(f"{path}: damaged checkpoint ({err}) — delete it and retrain"), path) from None
-    model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     optim = None
     if "optim_groups" in meta:
-        optim = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim/")},
-                                     meta["optim_groups"])
+        optim = _unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optim/")}, meta["optim_groups"])
     return Checkpoint(model_state, info, optim, {k: v for k, v in tensors.items() if k.startswith("rng/")})

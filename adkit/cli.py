@@ -43,8 +43,12 @@ def _print_json(obj) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--data", default=None if not required else "mini", choices=sorted(DATA_FORMATS),
-                   help="dataset format (default: mini, the embedded set)")
+    p.add_argument(
+        "--data",
+        default=None if not required else "mini",
+        choices=sorted(DATA_FORMATS),
+        help="dataset format (default: mini, the embedded set)",
+    )
     p.add_argument("--root", default=None, help="dataset folder (default: $ADKIT_DATA/<data>, $ADKIT_DATA=./data)")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: all)")
 
@@ -83,8 +87,10 @@ def cmd_train(a) -> int:
         t0 = time.perf_counter()
         run = train(cfg, out, progress=not a.quiet)
         if is_main():
-            print(f"trained {cfg.model} ({cfg.setting}, seed {cfg.seed}) into {run} in "
-                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            print(
+                f"trained {cfg.model} ({cfg.setting}, seed {cfg.seed}) into {run} in {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+            )
     if seeds and is_main():
         print(f"runs: {' '.join(outs)} — summarise them with `adkit report {' '.join(outs)}`", file=sys.stderr)
     return 0
@@ -100,8 +106,10 @@ def cmd_eval(a) -> int:
     else:
         print(table(res))
         for k, v in res.get("maps", {}).items():
-            print(f"map {k:>8}: image AUROC {v['image_auroc']:.3f}  pixel AUROC {v['pixel_auroc']:.3f}  "
-                  f"AUPRO {v['aupro']:.3f}")
+            print(
+                f"map {k:>8}: image AUROC {v['image_auroc']:.3f}  pixel AUROC {v['pixel_auroc']:.3f}  "
+                f"AUPRO {v['aupro']:.3f}"
+            )
         for k, v in res.get("scores", {}).items():
             print(f"score {k:>10}: image AUROC {v['image_auroc']:.3f}")
     sys.stdout.flush()  # the results are out before the file is written: a full disk cannot lose them
@@ -114,8 +122,10 @@ def cmd_data(a) -> int:
 
     if a.action == "build":
         if a.name != "mini":
-            raise UsageError(f"data build {a.name}: only the embedded set (mini) is built here — other "
-                             "datasets: `adkit data download NAME`")
+            raise UsageError(
+                f"data build {a.name}: only the embedded set (mini) is built here — other "
+                "datasets: `adkit data download NAME`"
+            )
         from .data import mini
 
         recipe = mini.MiniRecipe(seed=a.seed, image_size=a.image_size)
@@ -147,15 +157,29 @@ def cmd_bench(a) -> int:
 
     if a.vs_anomalib:
         try:
-            res = bench.bench_vs_anomalib(a.backbone if a.backbone.startswith("resnet") else "resnet18",
-                                          a.image_size, a.batch_size, steps=a.steps, warmup=a.warmup)
+            res = bench.bench_vs_anomalib(
+                a.backbone if a.backbone.startswith("resnet") else "resnet18",
+                a.image_size,
+                a.batch_size,
+                steps=a.steps,
+                warmup=a.warmup,
+            )
         except ImportError:
             raise UsageError(f"--vs-anomalib: {bench.ANOMALIB_MISSING}") from None
         print(json.dumps(res, sort_keys=True) if a.json else bench.format_vs_anomalib(res))
         return 0
-    res = bench.bench(a.model, a.backbone, a.image_size, a.batch_size, steps=a.steps, warmup=a.warmup,
-                      pretrained=a.pretrained, options=_options(a.opt), cache_images=a.cache_images,
-                      progress=not a.json)
+    res = bench.bench(
+        a.model,
+        a.backbone,
+        a.image_size,
+        a.batch_size,
+        steps=a.steps,
+        warmup=a.warmup,
+        pretrained=a.pretrained,
+        options=_options(a.opt),
+        cache_images=a.cache_images,
+        progress=not a.json,
+    )
     print(json.dumps(res, sort_keys=True) if a.json else bench.format_bench(res))
     return 0
 
@@ -167,8 +191,9 @@ def cmd_probe(a) -> int:
     if not classes or len(classes) != 2:
         raise UsageError("--classes: give two classes, A,B (mixup blends A with B; cut-paste pastes A onto B)")
     if a.kind == "mixup":
-        res = probes.mixup_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed,
-                               progress=not a.json)
+        res = probes.mixup_run(
+            a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed, progress=not a.json
+        )
     else:
         res = probes.cutpaste_run(a.run, classes[0], classes[1], data_name=a.data, root=a.root, seed=a.seed)
     if a.json:
@@ -217,9 +242,17 @@ def ablate_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_demo(a) -> int:
     from .demo import demo
 
-    res = demo(a.out, iters_one=a.iters_one, iters_multi=a.iters_multi, image_size=a.image_size,
-               classes=_classes(a.classes), quick=a.quick, snl=not a.no_snl, echo=not a.json,
-               full=a.full)
+    res = demo(
+        a.out,
+        iters_one=a.iters_one,
+        iters_multi=a.iters_multi,
+        image_size=a.image_size,
+        classes=_classes(a.classes),
+        quick=a.quick,
+        snl=not a.no_snl,
+        echo=not a.json,
+        full=a.full,
+    )
     if a.json:
         _print_json(res)
     return 0
@@ -263,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one-class or multi-class models into a run folder")
     _train_flags(t)
     t.add_argument("--opt", action="append", help="model option key=value (repeatable), e.g. map_fusion=sum")
-    t.add_argument("--seeds", default=None,
-                   help="several seeds, e.g. 0,1,2: one run per seed in <out>/seed<k> (overrides --seed)")
+    t.add_argument(
+        "--seeds", default=None, help="several seeds, e.g. 0,1,2: one run per seed in <out>/seed<k> (overrides --seed)"
+    )
     t.add_argument("--out", required=True, help="run folder (resumes if it holds an interrupted run)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -305,8 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pretrained", action="store_true", help="load real weights (timing does not need them)")
     b.add_argument("--opt", action="append")
     b.add_argument("--cache-images", type=int, default=None, help="images in the feature cache (default: 4 batches)")
-    b.add_argument("--vs-anomalib", action="store_true",
-                   help="anomalib's ReverseDistillation beside adkit's RD, same backbone (a ResNet), size and batch")
+    b.add_argument(
+        "--vs-anomalib",
+        action="store_true",
+        help="anomalib's ReverseDistillation beside adkit's RD, same backbone (a ResNet), size and batch",
+    )
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 

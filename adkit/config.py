@@ -44,8 +44,10 @@ def check_class_name(name: object, where: str = "class name") -> str:
         raise SettingsError(f"{where}: class names must be non-empty strings, got {name!r}")
     bad = [c for c in name if c in "/\\" or unicodedata.category(c).startswith("C")]
     if bad or name in (".", "..") or len(name.encode()) > 200:
-        raise SettingsError(f"{where}: class name {name!r} is not allowed (no '/', '\\', control characters, "
-                            "'.' or '..', at most 200 bytes) — rename the class folder")
+        raise SettingsError(
+            f"{where}: class name {name!r} is not allowed (no '/', '\\', control characters, "
+            "'.' or '..', at most 200 bytes) — rename the class folder"
+        )
     return name
 
 
@@ -59,13 +61,13 @@ def _field(default, help: str, *, compare: bool = True, flag: bool = True, **kw)
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = _field("mini", "dataset format", choices=tuple(DATA_FORMATS))
-    root: str | None = _field(None, "dataset folder (default: $ADKIT_DATA/<data>, $ADKIT_DATA=./data); "
-                              "stored absolute")
+    root: str | None = _field(None, "dataset folder (default: $ADKIT_DATA/<data>, $ADKIT_DATA=./data); stored absolute")
     classes: tuple[str, ...] | None = _field(None, "comma-separated class names (default: all)")
     setting: str = _field("multi-class", "one model per class, or one for all classes", choices=SETTINGS)
     model: str = _field("rd", "model", choices=MODEL_NAMES)
-    backbone: str = _field(EMBEDDED, "teacher: a timm model name (efficientnet_lite0 is embedded, others need "
-                           "the hub or --weights)")
+    backbone: str = _field(
+        EMBEDDED, "teacher: a timm model name (efficientnet_lite0 is embedded, others need the hub or --weights)"
+    )
     weights: str | None = _field(None, "local teacher weights (safetensors/state dict, timm naming)")
     image_size: int = _field(IMAGE_SIZE, "square input size in pixels (a multiple of the backbone's stride)")
     iters: int = _field(1000, "steps per model (per class in one-class)")
@@ -73,12 +75,23 @@ class TrainConfig:
     lr: float | None = _field(None, "learning rate (default: the model's paper default)")
     seed: int = _field(0, "training seed (student init, batch order, dropout)")
     options: dict = _field(field(default_factory=dict), "")  # model options (the model config's fields)
-    amp: str = _field("off", "mixed precision of the student's forward: bf16 autocast (GPUs; CPUs that have it)",
-                      choices=("off", "bf16"))
-    device: str | None = _field(None, "cpu, cuda, cuda:1, mps (default: a GPU when there is one); under torchrun "
-                                "each process takes its LOCAL_RANK's GPU", compare=False)
-    cache_mb: float | None = _field(None, "memory for cached teacher features (fp16); beyond it they spill to a file "
-                                    "beside the run (default: a quarter of the free memory)", compare=False)
+    amp: str = _field(
+        "off",
+        "mixed precision of the student's forward: bf16 autocast (GPUs; CPUs that have it)",
+        choices=("off", "bf16"),
+    )
+    device: str | None = _field(
+        None,
+        "cpu, cuda, cuda:1, mps (default: a GPU when there is one); under torchrun "
+        "each process takes its LOCAL_RANK's GPU",
+        compare=False,
+    )
+    cache_mb: float | None = _field(
+        None,
+        "memory for cached teacher features (fp16); beyond it they spill to a file "
+        "beside the run (default: a quarter of the free memory)",
+        compare=False,
+    )
     save_every: int = _field(200, "write a checkpoint every N steps", compare=False)
     save_minutes: float = _field(10.0, "and at least every M minutes", compare=False)
 
@@ -87,30 +100,48 @@ class TrainConfig:
             if not ok:
                 raise UsageError(msg)
 
-        need(self.data in DATA_FORMATS, f"--data {self.data!r} is not a dataset format — choose one of: "
-                                        f"{', '.join(DATA_FORMATS)}")
+        need(
+            self.data in DATA_FORMATS,
+            f"--data {self.data!r} is not a dataset format — choose one of: {', '.join(DATA_FORMATS)}",
+        )
         need(self.setting in SETTINGS, f"--setting {self.setting!r} — choose one of: {', '.join(SETTINGS)}")
-        need(self.model in MODEL_NAMES, f"--model {self.model!r} is not a model — choose one of: "
-                                        f"{', '.join(MODEL_NAMES)}")
+        need(
+            self.model in MODEL_NAMES,
+            f"--model {self.model!r} is not a model — choose one of: {', '.join(MODEL_NAMES)}",
+        )
         for name in ("iters", "batch_size", "image_size", "save_every"):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                 f"--{name.replace('_', '-')} {v!r} — it must be a positive whole number")
-        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-             f"--seed {self.seed!r} — it must be a whole number ≥ 0")
-        need(self.lr is None or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
-             f"--lr {self.lr!r} — it must be a positive number")
-        need(isinstance(self.save_minutes, (int, float)) and self.save_minutes > 0,
-             f"--save-minutes {self.save_minutes!r} — it must be a positive number")
-        need(isinstance(self.options, dict) and all(isinstance(k, str) for k in self.options),
-             "--opt: model options are key=value pairs")
+            need(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                f"--{name.replace('_', '-')} {v!r} — it must be a positive whole number",
+            )
+        need(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+            f"--seed {self.seed!r} — it must be a whole number ≥ 0",
+        )
+        need(
+            self.lr is None or (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0),
+            f"--lr {self.lr!r} — it must be a positive number",
+        )
+        need(
+            isinstance(self.save_minutes, (int, float)) and self.save_minutes > 0,
+            f"--save-minutes {self.save_minutes!r} — it must be a positive number",
+        )
+        need(
+            isinstance(self.options, dict) and all(isinstance(k, str) for k in self.options),
+            "--opt: model options are key=value pairs",
+        )
         need(isinstance(self.backbone, str) and bool(self.backbone), "--backbone: give a timm model name")
         need(self.amp in ("off", "bf16"), f"--amp {self.amp!r} — choose off or bf16")
-        need(self.cache_mb is None or (isinstance(self.cache_mb, (int, float)) and self.cache_mb >= 0),
-             f"--cache-mb {self.cache_mb!r} — it must be a number of megabytes ≥ 0")
-        need(self.device is None or (isinstance(self.device, str) and self.device.split(":")[0] in
-                                     ("cpu", "cuda", "mps")),
-             f"--device {self.device!r} — use cpu, cuda, cuda:N or mps")
+        need(
+            self.cache_mb is None or (isinstance(self.cache_mb, (int, float)) and self.cache_mb >= 0),
+            f"--cache-mb {self.cache_mb!r} — it must be a number of megabytes ≥ 0",
+        )
+        need(
+            self.device is None
+            or (isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda", "mps")),
+            f"--device {self.device!r} — use cpu, cuda, cuda:N or mps",
+        )
         if self.classes is not None:
             need(isinstance(self.classes, tuple) and len(self.classes) > 0, "--classes: give at least one class")
             for c in self.classes:
@@ -139,17 +170,35 @@ class TrainConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(fields))
         if unknown:
-            raise SettingsError(f"{source}: unknown setting(s) {unknown} — this file was not written by this "
-                                "adkit version; re-create the run")
-        types = {"data": str, "setting": str, "model": str, "backbone": str, "root": (str, type(None)),
-                 "weights": (str, type(None)), "image_size": int, "iters": int, "batch_size": int,
-                 "seed": int, "save_every": int, "lr": (int, float, type(None)), "save_minutes": (int, float),
-                 "options": dict, "classes": (list, type(None)), "amp": str,
-                 "device": (str, type(None)), "cache_mb": (int, float, type(None))}
+            raise SettingsError(
+                f"{source}: unknown setting(s) {unknown} — this file was not written by this "
+                "adkit version; re-create the run"
+            )
+        types = {
+            "data": str,
+            "setting": str,
+            "model": str,
+            "backbone": str,
+            "root": (str, type(None)),
+            "weights": (str, type(None)),
+            "image_size": int,
+            "iters": int,
+            "batch_size": int,
+            "seed": int,
+            "save_every": int,
+            "lr": (int, float, type(None)),
+            "save_minutes": (int, float),
+            "options": dict,
+            "classes": (list, type(None)),
+            "amp": str,
+            "device": (str, type(None)),
+            "cache_mb": (int, float, type(None)),
+        }
         for k, v in d.items():
             if not isinstance(v, types[k]) or (isinstance(v, bool) and types[k] is not bool):
-                raise SettingsError(f"{source}: setting {k!r} has the wrong type ({type(v).__name__}) — "
-                                    "re-create the run")
+                raise SettingsError(
+                    f"{source}: setting {k!r} has the wrong type ({type(v).__name__}) — re-create the run"
+                )
         d = dict(d)
         if d.get("classes") is not None:
             d["classes"] = tuple(check_class_name(c, source) for c in d["classes"])

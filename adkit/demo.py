@@ -45,12 +45,14 @@ def comparison_table(results: dict[str, dict], keys=("image_auroc", "pixel_auroc
     if defects:
         lines += ["", "Image AUROC (%) per defect type", "", "| defect | " + " | ".join(runs) + " |", sep]
         for d in defects:
-            lines.append(f"| {d} | " + " | ".join(_fmt(results[r]["defects"][d]["image_auroc"]) for r in runs)
-                         + " |")
+            lines.append(f"| {d} | " + " | ".join(_fmt(results[r]["defects"][d]["image_auroc"]) for r in runs) + " |")
     # the extra maps (SNL) and extra image scores (dual student) that `evaluate` reports, one line per run
     for key, heading, cell in (
-        ("maps", "SNL maps alone, mean image AUROC / pixel AUROC (%)",
-         lambda v: f"{_fmt(v['image_auroc'])} / {_fmt(v['pixel_auroc'])}"),
+        (
+            "maps",
+            "SNL maps alone, mean image AUROC / pixel AUROC (%)",
+            lambda v: f"{_fmt(v['image_auroc'])} / {_fmt(v['pixel_auroc'])}",
+        ),
         ("scores", "Image scores of the dual student, mean image AUROC (%)", lambda v: _fmt(v["image_auroc"])),
     ):
         extra = {r: res[key] for r, res in results.items() if key in res}
@@ -79,9 +81,18 @@ def _save_cases(run_dir: Path, out_dir: Path, tag: str) -> list[str]:
     return written
 
 
-def demo(out: str | Path = "adkit-demo", iters_one: int | None = None, iters_multi: int | None = None,
-         image_size: int = IMAGE_SIZE, classes: list[str] | None = None, quick: bool = False, snl: bool = True,
-         seed: int = 0, echo: bool = True, full: bool = False) -> dict:
+def demo(
+    out: str | Path = "adkit-demo",
+    iters_one: int | None = None,
+    iters_multi: int | None = None,
+    image_size: int = IMAGE_SIZE,
+    classes: list[str] | None = None,
+    quick: bool = False,
+    snl: bool = True,
+    seed: int = 0,
+    echo: bool = True,
+    full: bool = False,
+) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,15 +109,25 @@ def demo(out: str | Path = "adkit-demo", iters_one: int | None = None, iters_mul
     data.format_module("mini").prepare(root)
     methods = ["rd"] + (["rd+snl"] if snl and "rd+snl" in models.MODELS else [])
     results, timings = {}, {}
-    print(f"[2/4] training {', '.join(methods)} one-class ({iters_one} steps × {len(classes)} classes; RD+SNL "
-          f"only with --full) and multi-class ({iters_multi} steps) at {image_size} px", file=sys.stderr)
+    print(
+        f"[2/4] training {', '.join(methods)} one-class ({iters_one} steps × {len(classes)} classes; RD+SNL "
+        f"only with --full) and multi-class ({iters_multi} steps) at {image_size} px",
+        file=sys.stderr,
+    )
     for method in methods:
         for setting, iters in (("one-class", iters_one), ("multi-class", iters_multi)):
             if method != "rd" and setting == "one-class" and not full:
                 continue  # RD+SNL one-class only with --full: the demo's question is the multi-class gap
             tag = f"{method} {setting}"
-            cfg = TrainConfig(data="mini", classes=tuple(classes), setting=setting, model=method,
-                              image_size=image_size, iters=iters, seed=seed)
+            cfg = TrainConfig(
+                data="mini",
+                classes=tuple(classes),
+                setting=setting,
+                model=method,
+                image_size=image_size,
+                iters=iters,
+                seed=seed,
+            )
             run_dir = out / "runs" / f"{method.replace('+', '_')}-{setting}"
             t0 = time.perf_counter()
             train(cfg, run_dir)
@@ -135,14 +156,31 @@ def demo(out: str | Path = "adkit-demo", iters_one: int | None = None, iters_mul
         table += "| run | " + " | ".join(f"λ={x:.2f}" for x in lams) + " |\n|---|" + "---:|" * len(lams) + "\n"
         for tag, r in probe.items():
             table += f"| {tag} | " + " | ".join(_fmt(v) for v in r["auroc"]) + " |\n"
-    summary = {"classes": classes, "image_size": image_size, "iters_one": iters_one, "iters_multi": iters_multi,
-               "results": {k: {"mean": v["mean"], "classes": v["classes"], "defects": v["defects"],
-                               **({"maps": v["maps"]} if "maps" in v else {})} for k, v in results.items()},
-               "mixup": probe, "train_seconds": timings, "figures": figures,
-               "total_seconds": round(time.perf_counter() - t_start, 1)}
+    summary = {
+        "classes": classes,
+        "image_size": image_size,
+        "iters_one": iters_one,
+        "iters_multi": iters_multi,
+        "results": {
+            k: {
+                "mean": v["mean"],
+                "classes": v["classes"],
+                "defects": v["defects"],
+                **({"maps": v["maps"]} if "maps" in v else {}),
+            }
+            for k, v in results.items()
+        },
+        "mixup": probe,
+        "train_seconds": timings,
+        "figures": figures,
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
     checkpoint.write_json(out / "metrics.json", _jsonable(summary))
     checkpoint.atomic_write_text(out / "table.md", table + "\n")
     print(table, file=sys.stdout if echo else sys.stderr)
-    print(f"\nreport written to {out}/ (metrics.json, table.md, {', '.join(figures)}) in "
-          f"{summary['total_seconds']:.0f} s", file=sys.stderr)
+    print(
+        f"\nreport written to {out}/ (metrics.json, table.md, {', '.join(figures)}) in "
+        f"{summary['total_seconds']:.0f} s",
+        file=sys.stderr,
+    )
     return summary

@@ -88,7 +88,8 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
+        model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True
+    )
 
 
 def broadcast_state(model: torch.nn.Module) -> None:
@@ -121,7 +122,7 @@ class _GlobalBatchNorm(torch.autograd.Function):
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)  # biased, as batch norm normalises
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased, as batch norm normalises
         shape = [1, c] + [1] * (x.dim() - 2)
         invstd = torch.rsqrt(var + eps)
         xhat = (x - mean.view(shape)) * invstd.view(shape)
@@ -153,8 +154,7 @@ def cpu_sync_batch_norm():
         return
     original = F.batch_norm
 
-    def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-                   eps=1e-5):
+    def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
         if not training or input.device.type != "cpu" or momentum is None:
             return original(input, running_mean, running_var, weight, bias, training, momentum, eps)
         y, mean, var = _GlobalBatchNorm.apply(input, weight, bias, eps)

@@ -38,26 +38,32 @@ def describe(err: BaseException) -> tuple[str, int]:
     if isinstance(err, AdkitError):
         return str(err), err.exit_code
     # the data and backbone errors carry their file and fix already; their modules are loaded if they raised
-    ours = [getattr(sys.modules.get(m), n, None) for m, n in (("adkit.data.core", "DataError"),
-                                                             ("adkit.backbones", "BackboneUnavailable"))]
+    ours = [
+        getattr(sys.modules.get(m), n, None)
+        for m, n in (("adkit.data.core", "DataError"), ("adkit.backbones", "BackboneUnavailable"))
+    ]
     if isinstance(err, tuple(c for c in ours if c is not None)):
         return str(err), 1
     if isinstance(err, json.JSONDecodeError):
         return f"{_where(err)}not valid JSON ({err.msg}, line {err.lineno}) — fix or delete the file", 1
     if isinstance(err, pickle.UnpicklingError):
-        return f"{_where(err)}refused to unpickle ({err}) — adkit reads only safetensors, JSON and plain " \
-               "tensor files", 1
+        return (
+            f"{_where(err)}refused to unpickle ({err}) — adkit reads only safetensors, JSON and plain tensor files",
+            1,
+        )
     if type(err).__name__ == "SafetensorError":
         return f"{_where(err)}not a valid safetensors file ({err}) — the file is damaged; re-create it", 1
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{err.filename or 'disk'}: no space left on the device — free some space and run the command " \
-               "again (earlier results are intact)", 1
+        return (
+            f"{err.filename or 'disk'}: no space left on the device — free some space and run the command "
+            "again (earlier results are intact)",
+            1,
+        )
     if isinstance(err, OSError) and err.filename:
         return f"{err.filename}: {err.strerror or err} — check the path and its permissions", 1
     if isinstance(err, (FileNotFoundError, ValueError, KeyError)):
         return str(err).strip("'\""), 1
-    return (f"internal error ({type(err).__name__}: {err}) — run again with --debug for the traceback and "
-            "report it"), 1
+    return (f"internal error ({type(err).__name__}: {err}) — run again with --debug for the traceback and report it"), 1
 
 
 def _where(err: BaseException) -> str:

@@ -39,8 +39,9 @@ def channels_last(model, device: torch.device):
             model.to(memory_format=torch.contiguous_format)
 
 
-def predict(model, images: torch.Tensor, batch_size: int = 32, progress: bool = False,
-            desc: str = "scoring") -> dict[str, np.ndarray]:
+def predict(
+    model, images: torch.Tensor, batch_size: int = 32, progress: bool = False, desc: str = "scoring"
+) -> dict[str, np.ndarray]:
     """Maps `(N,H,W)` and image scores `(N,)` of a model on images `(N,3,H,W)`, from `model.score`: one forward
     pass per batch gives "amap" and each report map, "score" (the main image score) and every other score."""
     device = next(model.student_parameters().__iter__()).device
@@ -49,7 +50,7 @@ def predict(model, images: torch.Tensor, batch_size: int = 32, progress: bool = 
     # the layout switch stays outside inference mode: parameters converted inside it could not be trained again
     with channels_last(model, device) as cl, torch.inference_mode():
         for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
-            x = images[i:i + batch_size].to(device)
+            x = images[i : i + batch_size].to(device)
             for k, v in model.score(x.contiguous(memory_format=torch.channels_last) if cl else x).items():
                 parts.setdefault(k, []).append(v.float().cpu())
     res = {}
@@ -91,15 +92,20 @@ def score_sets(preds: dict[str, dict], map_key: str = "amap", score_key: str = "
         per_class[cls]["n_defect"] = int((p["label"] == 1).sum())
         for d in sorted(set(p["defect"]) - {data.GOOD}):
             sel = np.array([x in (d, data.GOOD) for x in p["defect"]])
-            row = _metrics(p[score_key][sel], p["label"][sel], None if amaps is None else amaps[sel],
-                           p["mask"][sel], full=False)
+            row = _metrics(
+                p[score_key][sel], p["label"][sel], None if amaps is None else amaps[sel], p["mask"][sel], full=False
+            )
             per_defect.setdefault(d, []).append(row)
-    return {"mean": _mean(list(per_class.values())), "classes": per_class,
-            "defects": {d: _mean(rows) for d, rows in per_defect.items()}}
+    return {
+        "mean": _mean(list(per_class.values())),
+        "classes": per_class,
+        "defects": {d: _mean(rows) for d, rows in per_defect.items()},
+    }
 
 
-def predict_classes(models_by_name: dict, records: list[data.Record], image_size: int, progress: bool = True,
-                    batch_size: int = 32) -> dict[str, dict]:
+def predict_classes(
+    models_by_name: dict, records: list[data.Record], image_size: int, progress: bool = True, batch_size: int = 32
+) -> dict[str, dict]:
     """Run each class's test images through its model (one-class) or the shared one (multi-class)."""
     preds = {}
     classes = sorted({r.cls for r in records})
@@ -108,14 +114,19 @@ def predict_classes(models_by_name: dict, records: list[data.Record], image_size
         batch = data.load_all(data.ImageDataset(recs, image_size))
         model = runs.model_for(models_by_name, cls)
         p = predict(model, batch["image"], batch_size)
-        p.update(label=batch["label"].numpy(), mask=batch["mask"][:, 0].numpy() > 0.5,
-                 defect=list(batch["defect"]), path=list(batch["path"]))
+        p.update(
+            label=batch["label"].numpy(),
+            mask=batch["mask"][:, 0].numpy() > 0.5,
+            defect=list(batch["defect"]),
+            path=list(batch["path"]),
+        )
         preds[cls] = p
     return preds
 
 
-def test_records(cfg, data_name: str | None = None, root: str | None = None,
-                 classes: list[str] | None = None) -> list[data.Record]:
+def test_records(
+    cfg, data_name: str | None = None, root: str | None = None, classes: list[str] | None = None
+) -> list[data.Record]:
     """The test records a run is scored on: its own data, root and classes unless others are given (the run's
     root only goes with its own data format)."""
     root = root if root is not None else (cfg.root if data_name in (None, cfg.data) else None)
@@ -123,9 +134,16 @@ def test_records(cfg, data_name: str | None = None, root: str | None = None,
     return data.load_records(data_name or cfg.data, root, "test", classes)
 
 
-def evaluate(run_dir: str | Path, data_name: str | None = None, root: str | None = None,
-             classes: list[str] | None = None, progress: bool = True, save: bool = True,
-             return_preds: bool = False, device: torch.device | None = None):
+def evaluate(
+    run_dir: str | Path,
+    data_name: str | None = None,
+    root: str | None = None,
+    classes: list[str] | None = None,
+    progress: bool = True,
+    save: bool = True,
+    return_preds: bool = False,
+    device: torch.device | None = None,
+):
     """Evaluate a run on a test set (default: the one it was trained on); writes `eval.json` in the run."""
     cfg, trained = runs.read_settings(run_dir)
     runs.check_classes(run_dir, classes, trained)
@@ -140,8 +158,16 @@ def evaluate(run_dir: str | Path, data_name: str | None = None, root: str | None
         res["maps"] = {k: score_sets(preds, k, f"score_{k}")["mean"] for k in extra}
     for k in first.report_scores:
         res.setdefault("scores", {})[k] = score_sets(preds, None, k)["mean"]
-    res["settings"] = {"run": Path(run_dir).name, "data": name, "model": cfg.model, "setting": cfg.setting,
-                       "backbone": cfg.backbone, "image_size": cfg.image_size, "iters": cfg.iters, "seed": cfg.seed}
+    res["settings"] = {
+        "run": Path(run_dir).name,
+        "data": name,
+        "model": cfg.model,
+        "setting": cfg.setting,
+        "backbone": cfg.backbone,
+        "image_size": cfg.image_size,
+        "iters": cfg.iters,
+        "seed": cfg.seed,
+    }
     if save:
         runs.write_results(run_dir, _jsonable(res))
     return (res, preds) if return_preds else res
@@ -159,6 +185,7 @@ def _jsonable(obj):
 
 def table(res: dict, keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
     """A plain-text table: one row per class, then the mean, then one row per defect type."""
+
     def fmt(v):
         return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.1f}"
 

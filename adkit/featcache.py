@@ -121,8 +121,10 @@ def _to_stored(x: torch.Tensor, dtype: torch.dtype, first: int) -> torch.Tensor:
         return x.to(dtype)
     u = x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
     if not torch.equal(u.float().div(255.0), x.float()):
-        raise ValueError(f"images {first}..{first + len(x) - 1} are not 8-bit (k/255) values; pass "
-                         "image_dtype=torch.float16 or torch.float32 to keep them")
+        raise ValueError(
+            f"images {first}..{first + len(x) - 1} are not 8-bit (k/255) values; pass "
+            "image_dtype=torch.float16 or torch.float32 to keep them"
+        )
     return u
 
 
@@ -142,10 +144,19 @@ class FeatureCache:
     system's temporary folder) or "recompute" (decoded and run through the teacher in each step).
     """
 
-    def __init__(self, teacher: torch.nn.Module, images, budget_mb: float | None = None,
-                 spill_dir: str | os.PathLike | None = None, overflow: str = "spill",
-                 device: torch.device | str | None = None, batch_size: int = 32, num_workers: int | None = None,
-                 image_dtype: torch.dtype | None = None, progress: bool = False):
+    def __init__(
+        self,
+        teacher: torch.nn.Module,
+        images,
+        budget_mb: float | None = None,
+        spill_dir: str | os.PathLike | None = None,
+        overflow: str = "spill",
+        device: torch.device | str | None = None,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        image_dtype: torch.dtype | None = None,
+        progress: bool = False,
+    ):
         if overflow not in OVERFLOW:
             raise ValueError(f"overflow must be one of {OVERFLOW}, got {overflow!r}")
         if image_dtype not in (None, *_NP_DTYPES):
@@ -168,7 +179,8 @@ class FeatureCache:
     def per_image_bytes(self) -> int:
         """Bytes one image takes in the cache: its pixels and its fp16 features."""
         return int(np.prod(self.image_shape)) * self.image_dtype.itemsize + sum(
-            int(np.prod(s)) * 2 for s in self.feature_shapes)
+            int(np.prod(s)) * 2 for s in self.feature_shapes
+        )
 
     @property
     def ram_bytes(self) -> int:
@@ -187,9 +199,12 @@ class FeatureCache:
         return self.n
 
     def __repr__(self) -> str:
-        return (f"FeatureCache({self.n} images, {self.n_ram} in RAM ({self.ram_bytes / MB:.1f} MB of "
-                f"{self.budget_bytes / MB:.1f} MB), {self.n_spilled} {self.overflow}"
-                + (f" ({self.spill_bytes / MB:.1f} MB in {self.spill_dir})" if self._file is not None else "") + ")")
+        return (
+            f"FeatureCache({self.n} images, {self.n_ram} in RAM ({self.ram_bytes / MB:.1f} MB of "
+            f"{self.budget_bytes / MB:.1f} MB), {self.n_spilled} {self.overflow}"
+            + (f" ({self.spill_bytes / MB:.1f} MB in {self.spill_dir})" if self._file is not None else "")
+            + ")"
+        )
 
     # -- building ---------------------------------------------------------------------------------------
     def _build(self, batch_size: int, image_dtype: torch.dtype | None, progress: bool) -> None:
@@ -198,8 +213,13 @@ class FeatureCache:
         x0 = _image_of(self.source[0])[None]
         self._allocate(x0, self._teacher(x0), image_dtype)  # shapes from one image; all allocated here, once
         stop = self.n if self.overflow == "spill" else self.n_ram  # recompute: nothing stored past the budget
-        loader = DataLoader(_Images(self.source, range(stop)), batch_size=batch_size, shuffle=False,
-                            num_workers=self.num_workers if stop > batch_size else 0, collate_fn=_stack)
+        loader = DataLoader(
+            _Images(self.source, range(stop)),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.num_workers if stop > batch_size else 0,
+            collate_fn=_stack,
+        )
         start = 0
         for x in tqdm(loader, desc="teacher features", leave=False, disable=not progress):
             x = x.cpu()  # a tensor source may live on the GPU; storage is in host memory
@@ -207,9 +227,9 @@ class FeatureCache:
             x_st = _to_stored(x, self.image_dtype, start)
             r = max(0, min(end, self.n_ram) - start)  # rows of this batch that stay in RAM
             if r > 0:
-                self._images[start:start + r] = x_st[:r]
+                self._images[start : start + r] = x_st[:r]
                 for buf, t in zip(self._feats, t_feats, strict=True):
-                    buf[start:start + r] = t[:r]
+                    buf[start : start + r] = t[:r]
             if len(x) > r:  # the rest goes to the spill file, written in order
                 self._write_spill(x_st[r:], [t[r:] for t in t_feats])
             start = end
@@ -233,15 +253,20 @@ class FeatureCache:
         self.n_ram = int(min(self.n, self.budget_bytes // self.per_image_bytes))
         self._images = torch.empty((self.n_ram, *self.image_shape), dtype=image_dtype)
         self._feats = [torch.empty((self.n_ram, *s), dtype=torch.float16) for s in self.feature_shapes]
-        self.record = np.dtype([("image", _NP_DTYPES[image_dtype], self.image_shape)]
-                                + [(f"f{k}", np.float16, s) for k, s in enumerate(self.feature_shapes)], align=True)
+        self.record = np.dtype(
+            [("image", _NP_DTYPES[image_dtype], self.image_shape)]
+            + [(f"f{k}", np.float16, s) for k, s in enumerate(self.feature_shapes)],
+            align=True,
+        )
         if self.n_spilled and self.overflow == "spill":
             need = self.record.itemsize * self.n_spilled
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(self.spill_dir).free
             if free < need:
-                raise OSError(f"{self.spill_dir}: {need / MB:.0f} MB needed to spill teacher features, "
-                              f"{free / MB:.0f} MB free; give another spill_dir or overflow='recompute'")
+                raise OSError(
+                    f"{self.spill_dir}: {need / MB:.0f} MB needed to spill teacher features, "
+                    f"{free / MB:.0f} MB free; give another spill_dir or overflow='recompute'"
+                )
             fd, path = tempfile.mkstemp(prefix="adkit-featcache-", suffix=".bin", dir=self.spill_dir)
             self.spill_path = Path(path)
             self._file = os.fdopen(fd, "w+b")
@@ -269,8 +294,9 @@ class FeatureCache:
             return
         ahead, now = itertools.tee(index_batches)
         spilled = ([int(i) for i in idx if i >= self.n_ram] for idx in ahead)
-        loader = DataLoader(_Images(self.source), batch_sampler=spilled, num_workers=self.num_workers,
-                            collate_fn=_stack)
+        loader = DataLoader(
+            _Images(self.source), batch_sampler=spilled, num_workers=self.num_workers, collate_fn=_stack
+        )
         for idx, x_spilled in zip(now, loader, strict=True):
             yield self._assemble(idx, x_spilled)
 
@@ -279,8 +305,10 @@ class FeatureCache:
             raise IndexError(f"index out of range for a cache of {self.n} images")
         in_ram = idx < self.n_ram
         if bool(in_ram.all()):  # the common case: one gather per tensor
-            return (_from_stored(self._images[idx]).to(self.device),
-                    [buf[idx].float().to(self.device) for buf in self._feats])
+            return (
+                _from_stored(self._images[idx]).to(self.device),
+                [buf[idx].float().to(self.device) for buf in self._feats],
+            )
         x = torch.empty((len(idx), *self.image_shape))
         feats = [torch.empty((len(idx), *s)) for s in self.feature_shapes]
         r = in_ram.nonzero().squeeze(1)
@@ -310,7 +338,7 @@ class FeatureCache:
         size, raw = self.record.itemsize, out.view(np.uint8)
         for j, row in enumerate(rows):
             self._file.seek(int(row) * size)
-            if self._file.readinto(memoryview(raw[j * size:(j + 1) * size])) != size:
+            if self._file.readinto(memoryview(raw[j * size : (j + 1) * size])) != size:
                 raise OSError(f"{self.spill_path}: short read at record {row}")
         return out
 

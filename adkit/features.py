@@ -28,13 +28,15 @@ def extract(model, images: torch.Tensor, batch_size: int = 32) -> dict[str, list
     model.eval()
     t_parts, s_parts = [], []
     for i in range(0, len(images), batch_size):
-        out = model(images[i:i + batch_size].to(device))
+        out = model(images[i : i + batch_size].to(device))
         t_parts.append([t.float().cpu() for t in out["t_feats"]])
         s_parts.append([s.float().cpu() for s in out["s_feats"]])
     model.train(was)
     n_stages = len(t_parts[0])
-    return {"teacher": [torch.cat([p[k] for p in t_parts]) for k in range(n_stages)],
-            "student": [torch.cat([p[k] for p in s_parts]) for k in range(n_stages)]}
+    return {
+        "teacher": [torch.cat([p[k] for p in t_parts]) for k in range(n_stages)],
+        "student": [torch.cat([p[k] for p in s_parts]) for k in range(n_stages)],
+    }
 
 
 def stage_maps(feats: dict[str, list[torch.Tensor]], kind: str) -> list[torch.Tensor]:
@@ -50,8 +52,9 @@ def stage_maps(feats: dict[str, list[torch.Tensor]], kind: str) -> list[torch.Te
     return [a - b for a, b in zip(t, s, strict=True)]  # residual: t̂ − ŝ
 
 
-def pooled_features(feats: dict[str, list[torch.Tensor]], kind: str = "student",
-                    stages: tuple[int, ...] | None = None) -> np.ndarray:
+def pooled_features(
+    feats: dict[str, list[torch.Tensor]], kind: str = "student", stages: tuple[int, ...] | None = None
+) -> np.ndarray:
     """One vector per image `(N, D)`: each stage's normalised map averaged over positions, scaled to unit
     length (so that stages weigh alike), then concatenated over `stages` (default: all)."""
     maps = stage_maps(feats, kind)
@@ -60,9 +63,14 @@ def pooled_features(feats: dict[str, list[torch.Tensor]], kind: str = "student",
     return torch.cat(parts, dim=1).numpy()
 
 
-def patch_features(feats: dict[str, list[torch.Tensor]], kind: str = "student", stage: int = 2,
-                   masks: np.ndarray | torch.Tensor | None = None, per_image: int = 16,
-                   seed: int = 0) -> dict[str, np.ndarray]:
+def patch_features(
+    feats: dict[str, list[torch.Tensor]],
+    kind: str = "student",
+    stage: int = 2,
+    masks: np.ndarray | torch.Tensor | None = None,
+    per_image: int = 16,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Feature vectors at `per_image` random positions of each image at one stage.
 
     Returns {"X": (M, C), "image": (M,) image index, "y", "x": grid position, "inside": (M,) whether the
@@ -84,8 +92,10 @@ def patch_features(feats: dict[str, list[torch.Tensor]], kind: str = "student", 
         flat_in = np.flatnonzero(inside_grid[i].numpy().ravel())
         flat_out = np.setdiff1d(np.arange(h * w), flat_in)
         k_in = min(len(flat_in), per_image // 2)
-        pick = np.r_[rng.choice(flat_in, k_in, replace=False) if k_in else np.zeros(0, int),
-                     rng.choice(flat_out, min(len(flat_out), per_image - k_in), replace=False)]
+        pick = np.r_[
+            rng.choice(flat_in, k_in, replace=False) if k_in else np.zeros(0, int),
+            rng.choice(flat_out, min(len(flat_out), per_image - k_in), replace=False),
+        ]
         rows.extend((i, int(p)) for p in pick)
     idx = np.array([r[0] for r in rows])
     pos = np.array([r[1] for r in rows])
@@ -95,8 +105,14 @@ def patch_features(feats: dict[str, list[torch.Tensor]], kind: str = "student", 
     return {"X": X, "image": idx, "y": ys, "x": xs, "inside": inside}
 
 
-def embed_umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
-               metric: str = "euclidean", n_epochs: int | None = 200) -> np.ndarray:
+def embed_umap(
+    X: np.ndarray,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    metric: str = "euclidean",
+    n_epochs: int | None = 200,
+) -> np.ndarray:
     """A 2-D UMAP embedding `(N, 2)` of the rows of `X`, deterministic for a seed (single-threaded)."""
     import warnings
 
@@ -106,8 +122,14 @@ def embed_umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15, min_dist: fl
     n_neighbors = max(2, min(n_neighbors, len(X) - 1))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs.*")  # a fixed random_state forces one thread
-        reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
-                            random_state=seed, n_epochs=n_epochs)
+        reducer = umap.UMAP(
+            n_components=2,
+            n_neighbors=n_neighbors,
+            min_dist=min_dist,
+            metric=metric,
+            random_state=seed,
+            n_epochs=n_epochs,
+        )
         return reducer.fit_transform(X).astype(np.float32)
 
 

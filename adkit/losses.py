@@ -91,8 +91,7 @@ def _pool(f: torch.Tensor, pool: int | None) -> torch.Tensor:
     return F.avg_pool2d(f, pool, ceil_mode=True) if pool is not None and pool > 1 else f
 
 
-def intra_affinity(f: torch.Tensor, max_positions: int | None = None,
-                   pool: int | None = None) -> torch.Tensor:
+def intra_affinity(f: torch.Tensor, max_positions: int | None = None, pool: int | None = None) -> torch.Tensor:
     """Affinity of every position with every key position, `A = F̂ᵀF̂`, in fp32: `(B,N,M)`.
 
     F̂ is normalised along channels. `pool` average-pools the features first (N is then the pooled grid);
@@ -105,8 +104,9 @@ def intra_affinity(f: torch.Tensor, max_positions: int | None = None,
     return f.flatten(2).transpose(1, 2) @ keys  # (B,N,M)
 
 
-def intra_affinity_distance(t: torch.Tensor, s: torch.Tensor, max_positions: int | None = None,
-                            pool: int | None = None) -> torch.Tensor:
+def intra_affinity_distance(
+    t: torch.Tensor, s: torch.Tensor, max_positions: int | None = None, pool: int | None = None
+) -> torch.Tensor:
     """Row distance of the intra-affinity matrices, `e(i) = 1 − cos(A_T[i, :], A_S[i, :])`: `(B,1,h',w')`.
 
     `(h',w')` is the feature grid, or the pooled grid when `pool` > 1 (`fuse_maps` upsamples it).
@@ -118,8 +118,9 @@ def intra_affinity_distance(t: torch.Tensor, s: torch.Tensor, max_positions: int
     return e.view(-1, 1, *t.shape[-2:])
 
 
-def intra_affinity_loss(t: torch.Tensor, s: torch.Tensor, max_positions: int | None = None,
-                        pool: int | None = None) -> torch.Tensor:
+def intra_affinity_loss(
+    t: torch.Tensor, s: torch.Tensor, max_positions: int | None = None, pool: int | None = None
+) -> torch.Tensor:
     return intra_affinity_distance(t, s, max_positions, pool).mean()
 
 
@@ -147,13 +148,12 @@ def flat_cosine_distance(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1, eps=EPS)
 
 
-def neg_log_normal(s: torch.Tensor, tau: torch.Tensor | float, link: str = "exp",
-                   scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+def neg_log_normal(
+    s: torch.Tensor, tau: torch.Tensor | float, link: str = "exp", scale: torch.Tensor | float = 1.0
+) -> torch.Tensor:
     """`−log(1 − p)` of `link_probability`, computed stably: exp `s/τ`; logistic `softplus((s − τ ln 2)/scale)`."""
     if link == "exp":
         return s / tau
     if link == "logistic":
         return F.softplus((s - tau * math.log(2)) / scale)
     raise ValueError(f"link must be one of {LINKS}, got {link!r}")
-
-

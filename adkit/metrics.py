@@ -262,9 +262,7 @@ def pro_curve(amaps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> tup
     return _truncate(*curve, fpr_limit)
 
 
-def aupro(
-    amaps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3, num_thresholds: int | None = None
-) -> float:
+def aupro(amaps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3, num_thresholds: int | None = None) -> float:
     """Normalised area under the dataset-level PRO curve for FPR in [0, fpr_limit] (MVTec AD).
 
     Exact over all distinct scores by default; `num_thresholds` evaluates only that many evenly
@@ -274,8 +272,9 @@ def aupro(
     return _aupro(*_maps_masks(amaps, masks), fpr_limit, num_thresholds)
 
 
-def _aupro(a: np.ndarray, m: np.ndarray, fpr_limit: float, num_thresholds: int | None = None,
-           ranking: _Ranking | None = None) -> float:
+def _aupro(
+    a: np.ndarray, m: np.ndarray, fpr_limit: float, num_thresholds: int | None = None, ranking: _Ranking | None = None
+) -> float:
     curve = _full_pro_curve(a, m, num_thresholds=num_thresholds, ranking=ranking)
     if curve is None:
         return float("nan")

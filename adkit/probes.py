@@ -24,8 +24,15 @@ from .runs import load_run, model_for
 LAMBDAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def load_images(data_name: str, root, cls: str, image_size: int, split: str = "test",
-                normals_only: bool = True, n: int | None = None) -> np.ndarray:
+def load_images(
+    data_name: str,
+    root,
+    cls: str,
+    image_size: int,
+    split: str = "test",
+    normals_only: bool = True,
+    n: int | None = None,
+) -> np.ndarray:
     """Images of one class as uint8 `(N,H,W,3)` at `image_size` (test normals by default)."""
     recs = [r for r in data.load_records(data_name, root, split, [cls]) if r.label == 0 or not normals_only]
     if not recs:
@@ -39,14 +46,31 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def mixup_probe(models_by_name: dict, a_imgs: np.ndarray, b_imgs: np.ndarray, a: str, b: str,
-                lambdas=LAMBDAS, progress: bool = False) -> dict:
+def mixup_probe(
+    models_by_name: dict,
+    a_imgs: np.ndarray,
+    b_imgs: np.ndarray,
+    a: str,
+    b: str,
+    lambdas=LAMBDAS,
+    progress: bool = False,
+) -> dict:
     """Blend-vs-normal AUROC and score statistics per λ; see the module docstring. `progress`: a bar over λ."""
     n = min(len(a_imgs), len(b_imgs))
-    normal_scores = {a: predict(model_for(models_by_name, a), to_tensor(a_imgs))["score"],
-                     b: predict(model_for(models_by_name, b), to_tensor(b_imgs))["score"]}
-    res = {"classes": [a, b], "lambda": [float(x) for x in lambdas], "auroc": [], "ratio": [], "reference": [],
-           "_blend_scores": [], "_normal_scores": normal_scores, "_blends": []}
+    normal_scores = {
+        a: predict(model_for(models_by_name, a), to_tensor(a_imgs))["score"],
+        b: predict(model_for(models_by_name, b), to_tensor(b_imgs))["score"],
+    }
+    res = {
+        "classes": [a, b],
+        "lambda": [float(x) for x in lambdas],
+        "auroc": [],
+        "ratio": [],
+        "reference": [],
+        "_blend_scores": [],
+        "_normal_scores": normal_scores,
+        "_blends": [],
+    }
     for lam in tqdm(lambdas, desc="mixup probe (λ)", leave=False, disable=not progress):
         blends = np.stack([defects.mixup(a_imgs[i], b_imgs[i], lam) for i in range(n)])
         ref = a if lam >= 0.5 else b
@@ -62,8 +86,9 @@ def mixup_probe(models_by_name: dict, a_imgs: np.ndarray, b_imgs: np.ndarray, a:
     return res
 
 
-def cutpaste_probe(model, source_imgs: np.ndarray, target_imgs: np.ndarray, seed: int = 0,
-                   size_frac=(0.15, 0.3)) -> dict:
+def cutpaste_probe(
+    model, source_imgs: np.ndarray, target_imgs: np.ndarray, seed: int = 0, size_frac=(0.15, 0.3)
+) -> dict:
     """Patches of the source class pasted onto the target's normals; metrics against the untouched normals."""
     rng = np.random.default_rng(seed)
     pasted, masks = [], []
@@ -78,10 +103,18 @@ def cutpaste_probe(model, source_imgs: np.ndarray, target_imgs: np.ndarray, seed
     labels = np.r_[np.zeros(len(target_imgs)), np.ones(len(pasted))]
     amaps = np.concatenate([p_norm["amap"], p_paste["amap"]])
     all_masks = np.concatenate([np.zeros_like(masks), masks])
-    return {"image_auroc": metrics.image_auroc(scores, labels), "pixel_auroc": metrics.pixel_auroc(amaps, all_masks),
-            "aupro": metrics.aupro(amaps, all_masks), "n": int(len(pasted)),
-            "_pasted": pasted, "_masks": masks, "_amaps": p_paste["amap"], "_normal_amaps": p_norm["amap"],
-            "_scores": p_paste["score"], "_normal_scores": p_norm["score"]}
+    return {
+        "image_auroc": metrics.image_auroc(scores, labels),
+        "pixel_auroc": metrics.pixel_auroc(amaps, all_masks),
+        "aupro": metrics.aupro(amaps, all_masks),
+        "n": int(len(pasted)),
+        "_pasted": pasted,
+        "_masks": masks,
+        "_amaps": p_paste["amap"],
+        "_normal_amaps": p_norm["amap"],
+        "_scores": p_paste["score"],
+        "_normal_scores": p_norm["score"],
+    }
 
 
 def _run_data(run_dir, data_name, root, scored: list[str]):
@@ -94,8 +127,17 @@ def _run_data(run_dir, data_name, root, scored: list[str]):
     return cfg, models_by_name, name, root
 
 
-def mixup_run(run_dir, a: str, b: str, data_name: str | None = None, root=None, lambdas=LAMBDAS,
-              n: int | None = 20, seed: int = 0, progress: bool = False) -> dict:
+def mixup_run(
+    run_dir,
+    a: str,
+    b: str,
+    data_name: str | None = None,
+    root=None,
+    lambdas=LAMBDAS,
+    n: int | None = 20,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
     """The mixup probe on a trained run (its data, or `data_name`/`root`)."""
     cfg, models_by_name, name, root = _run_data(run_dir, data_name, root, [a, b])
     a_imgs = load_images(name, root, a, cfg.image_size, n=n)
@@ -105,8 +147,16 @@ def mixup_run(run_dir, a: str, b: str, data_name: str | None = None, root=None, 
     return res
 
 
-def cutpaste_run(run_dir, a: str, b: str, data_name: str | None = None, root=None, n: int | None = 20,
-                 seed: int = 0, size_frac=(0.15, 0.3)) -> dict:
+def cutpaste_run(
+    run_dir,
+    a: str,
+    b: str,
+    data_name: str | None = None,
+    root=None,
+    n: int | None = 20,
+    seed: int = 0,
+    size_frac=(0.15, 0.3),
+) -> dict:
     """The cut-paste probe on a trained run: patches of class `a` on normals of class `b`."""
     cfg, models_by_name, name, root = _run_data(run_dir, data_name, root, [b])
     src = load_images(name, root, a, cfg.image_size, n=n)
@@ -123,5 +173,7 @@ def format_probe(res: dict) -> str:
         for lam, ref, auc, ratio in zip(res["lambda"], res["reference"], res["auroc"], res["ratio"]):
             lines.append(f"{lam:5.2f}  {ref:10s} {auc:12.3f}           {ratio:8.2f}")
         return "\n".join(lines)
-    return (f"{head}\n  {res['n']} pasted images: image AUROC {res['image_auroc']:.3f}, "
-            f"pixel AUROC {res['pixel_auroc']:.3f}, AUPRO {res['aupro']:.3f}")
+    return (
+        f"{head}\n  {res['n']} pasted images: image AUROC {res['image_auroc']:.3f}, "
+        f"pixel AUROC {res['pixel_auroc']:.3f}, AUPRO {res['aupro']:.3f}"
+    )

@@ -179,8 +179,11 @@ def aggregate(results: Sequence[dict], level: float = 0.95) -> dict:
     for place, metrics in _layout(results):
         for m in metrics:
             _put(report, place, m, summarize([_get(r, place, m) for r in results], level))
-    report["settings"] = {"runs": [_settings(r) for r in results], "seeds": [_seed(r) for r in results],
-                          "paths": [r.get("path") for r in results]}
+    report["settings"] = {
+        "runs": [_settings(r) for r in results],
+        "seeds": [_seed(r) for r in results],
+        "paths": [r.get("path") for r in results],
+    }
     report["warnings"] = _consistency(results)
     return report
 
@@ -205,8 +208,10 @@ def paired(a: Sequence[dict], b: Sequence[dict], level: float = 0.95) -> dict:
     sa, sb = _by_seed(a, "a"), _by_seed(b, "b")
     if set(sa) != set(sb):
         only_a, only_b = _sorted_seeds(set(sa) - set(sb)), _sorted_seeds(set(sb) - set(sa))
-        raise ValueError(f"paired: the seeds do not match: a has {_sorted_seeds(sa)}, b has {_sorted_seeds(sb)} "
-                         f"(only in a: {only_a}, only in b: {only_b})")
+        raise ValueError(
+            f"paired: the seeds do not match: a has {_sorted_seeds(sa)}, b has {_sorted_seeds(sb)} "
+            f"(only in a: {only_a}, only in b: {only_b})"
+        )
     seeds = _sorted_seeds(sa)
     pairs = [(sa[s], sb[s]) for s in seeds]
     report = {"kind": "paired", "level": level, "mean": {}}
@@ -226,8 +231,13 @@ def paired(a: Sequence[dict], b: Sequence[dict], level: float = 0.95) -> dict:
         va, vb = _distinct(s.get(k) for s in sets_a), _distinct(s.get(k) for s in sets_b)
         if va != vb:
             differs[k] = {"a": va, "b": vb}
-    report["settings"] = {"seeds": seeds, "a": sets_a, "b": sets_b, "differs": differs,
-                          "paths": {"a": [r.get("path") for r in a], "b": [r.get("path") for r in b]}}
+    report["settings"] = {
+        "seeds": seeds,
+        "a": sets_a,
+        "b": sets_b,
+        "differs": differs,
+        "paths": {"a": [r.get("path") for r in a], "b": [r.get("path") for r in b]},
+    }
     report["warnings"] = _consistency(a, "the runs of a") + _consistency(b, "the runs of b")
     return report
 
@@ -276,8 +286,9 @@ def _verdict(row: dict, keys: Sequence[str]) -> str:
     return "; ".join(parts)
 
 
-def _table(title: str, rows: dict[str, dict], keys: Sequence[str], is_paired: bool, n_runs: int,
-           mean_row: dict | None = None) -> list[str]:
+def _table(
+    title: str, rows: dict[str, dict], keys: Sequence[str], is_paired: bool, n_runs: int, mean_row: dict | None = None
+) -> list[str]:
     head = [title, *keys] + (["significance"] if is_paired else [])
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(keys) + ("---|" if is_paired else "")]
     body = list(rows.items()) + ([("**mean**", mean_row)] if mean_row is not None else [])
@@ -298,10 +309,15 @@ def to_markdown(report: dict, keys: Sequence[str] = ("image_auroc", "pixel_auroc
     seeds = s.get("seeds", [])
     pct = f"{100 * report.get('level', 0.95):g}%"
     if is_paired:
-        what = "; ".join(f"{k}: {' / '.join(map(str, v['a']))} vs {' / '.join(map(str, v['b']))}"
-                         for k, v in s.get("differs", {}).items())
-        lines = [f"Paired difference a − b over {len(seeds)} seeds {seeds}" + (f" ({what})" if what else "")
-                 + f", percentage points, mean [{pct} interval]."]
+        what = "; ".join(
+            f"{k}: {' / '.join(map(str, v['a']))} vs {' / '.join(map(str, v['b']))}"
+            for k, v in s.get("differs", {}).items()
+        )
+        lines = [
+            f"Paired difference a − b over {len(seeds)} seeds {seeds}"
+            + (f" ({what})" if what else "")
+            + f", percentage points, mean [{pct} interval]."
+        ]
     else:
         lines = [f"Mean over {len(seeds)} runs (seeds {seeds}), percent, mean [{pct} Student-t interval]."]
     lines.append("")
@@ -315,8 +331,15 @@ def to_markdown(report: dict, keys: Sequence[str] = ("image_auroc", "pixel_auroc
     return "\n".join(lines)
 
 
-def plot(report: dict, metric: str = "image_auroc", group: str = "classes", ax=None, label: str | None = None,
-         color: str = "C0", offset: float = 0.0):
+def plot(
+    report: dict,
+    metric: str = "image_auroc",
+    group: str = "classes",
+    ax=None,
+    label: str | None = None,
+    color: str = "C0",
+    offset: float = 0.0,
+):
     """Error bars per class (or per defect, map, score: `group`) for one metric, the mean over classes last;
     returns the figure (not shown). A paired report is drawn around 0, hollow markers where the difference is
     not significant. Pass `ax`, `label`, `color` and a small `offset` to draw several reports side by side."""
@@ -337,8 +360,16 @@ def plot(report: dict, metric: str = "image_auroc", group: str = "classes", ax=N
         mean = 100 * f["mean"]
         err = None if f["ci_low"] is None else [[mean - 100 * f["ci_low"]], [100 * f["ci_high"] - mean]]
         filled = f.get("significant", True)
-        ax.errorbar([x[i]], [mean], yerr=err, fmt="s" if name == "mean" else "o", color=color, capsize=3,
-                    markerfacecolor=color if filled else "white", label=label if i == 0 else None)
+        ax.errorbar(
+            [x[i]],
+            [mean],
+            yerr=err,
+            fmt="s" if name == "mean" else "o",
+            color=color,
+            capsize=3,
+            markerfacecolor=color if filled else "white",
+            label=label if i == 0 else None,
+        )
     if is_paired:
         ax.axhline(0, color="0.5", lw=0.8, ls="--")
     ax.set_xticks(np.arange(len(names)))
@@ -346,8 +377,13 @@ def plot(report: dict, metric: str = "image_auroc", group: str = "classes", ax=N
     pct = f"{100 * report.get('level', 0.95):g}%"
     n = len(report.get("settings", {}).get("seeds", []))
     if is_paired:
-        what = "; ".join(f"{' / '.join(map(str, v['a']))} − {' / '.join(map(str, v['b']))}"
-                         for v in report["settings"].get("differs", {}).values()) or "a − b"
+        what = (
+            "; ".join(
+                f"{' / '.join(map(str, v['a']))} − {' / '.join(map(str, v['b']))}"
+                for v in report["settings"].get("differs", {}).values()
+            )
+            or "a − b"
+        )
         ax.set_ylabel(f"Δ {metric} (points)")
         ax.set_title(f"{what}: mean and {pct} interval over {n} seeds", fontsize=9)
     else:

@@ -55,8 +55,9 @@ def read_settings(run: str | Path) -> tuple[TrainConfig, list[str]]:
         raise UsageError(f"{path}: not a run folder — train one with `adkit train --out {run}`")
     meta = checkpoint.read_json(path)
     if not isinstance(meta, dict) or set(meta) - {"train", "classes", "adkit"} or "train" not in meta:
-        raise SettingsError(f"{path}: not adkit run settings (expected the keys train, classes, adkit) — "
-                            "re-create the run")
+        raise SettingsError(
+            f"{path}: not adkit run settings (expected the keys train, classes, adkit) — re-create the run"
+        )
     cfg = TrainConfig.from_dict(meta["train"], str(path))
     classes = meta.get("classes")
     if not isinstance(classes, list) or not classes:
@@ -71,8 +72,10 @@ def check_classes(run: str | Path, wanted: list[str] | None, trained: list[str])
     """Refuse classes a run never trained on: its models know nothing of them."""
     unknown = [c for c in wanted or [] if c not in trained]
     if unknown:
-        raise UsageError(f"{Path(run) / SETTINGS_FILE}: the run was trained on {', '.join(trained)}, not on "
-                         f"{', '.join(unknown)} — choose among its classes or train a run that has them")
+        raise UsageError(
+            f"{Path(run) / SETTINGS_FILE}: the run was trained on {', '.join(trained)}, not on "
+            f"{', '.join(unknown)} — choose among its classes or train a run that has them"
+        )
 
 
 # -- lock ----------------------------------------------------------------------------------------------
@@ -98,11 +101,13 @@ class RunLock:
                 holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
             finally:
                 os.close(fd)
-            raise RunLocked(f"{self.path.parent}: in use by {holder} — wait for it to finish, or train into "
-                            "another --out folder") from None
+            raise RunLocked(
+                f"{self.path.parent}: in use by {holder} — wait for it to finish, or train into another --out folder"
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        os.write(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+        )
         self._fd = fd
         return self
 
@@ -132,8 +137,10 @@ def check_checkpoint(path: Path, info: dict, cfg: TrainConfig, name: str) -> Non
     if have != want:
         diff = sorted(k for k in want["train"] if (have.get("train") or {}).get(k) != want["train"][k])
         what = f"model {have['name']!r}" if have["name"] != name else f"other settings ({', '.join(diff)})"
-        raise SettingsError(f"{path}: this checkpoint belongs to {what}, not to model {name!r} of this run — "
-                            "delete it to retrain that model, or use the run it came from")
+        raise SettingsError(
+            f"{path}: this checkpoint belongs to {what}, not to model {name!r} of this run — "
+            "delete it to retrain that model, or use the run it came from"
+        )
 
 
 def load_model(run: str | Path, cfg: TrainConfig, name: str, teacher, device=None, done: bool = True):
@@ -144,16 +151,20 @@ def load_model(run: str | Path, cfg: TrainConfig, name: str, teacher, device=Non
     ck = checkpoint.load(path)
     check_checkpoint(path, ck.info, cfg, name)
     if done and not ck.info.get("done"):
-        raise SettingsError(f"{path}: training stopped at step {ck.info.get('step')} — resume it with "
-                            "`adkit train` and the same settings")
+        raise SettingsError(
+            f"{path}: training stopped at step {ck.info.get('step')} — resume it with "
+            "`adkit train` and the same settings"
+        )
     if ck.info.get("model") != cfg.model or not isinstance(ck.info.get("config"), dict):
-        raise SettingsError(f"{path}: checkpoint of model {ck.info.get('model')!r}, the run trains {cfg.model!r}"
-                            " — delete it to retrain")
+        raise SettingsError(
+            f"{path}: checkpoint of model {ck.info.get('model')!r}, the run trains {cfg.model!r} — delete it to retrain"
+        )
     try:
         model = models.create(cfg.model, teacher=teacher, **ck.info["config"])
     except (TypeError, ValueError) as err:
-        raise SettingsError(f"{path}: its model options do not fit {cfg.model} ({err}) — delete it to retrain") \
-            from None
+        raise SettingsError(
+            f"{path}: its model options do not fit {cfg.model} ({err}) — delete it to retrain"
+        ) from None
     load_student_state(model, ck.model_state, path)
     if device is not None:
         model = model.to(device)
@@ -167,8 +178,10 @@ def load_student_state(model, state: dict, path: Path) -> None:
 
     missing = [k for k in missing if not is_teacher_key(k)]
     if missing or unexpected:
-        raise SettingsError(f"{path}: does not fit model {model.name} (missing {missing[:3]}, unexpected "
-                            f"{unexpected[:3]}) — delete it to retrain, or use the adkit version that wrote it")
+        raise SettingsError(
+            f"{path}: does not fit model {model.name} (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}) — delete it to retrain, or use the adkit version that wrote it"
+        )
 
 
 def model_for(models: dict, cls: str):

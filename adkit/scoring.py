@@ -53,8 +53,9 @@ def image_score(amap: torch.Tensor, mode: str = "max", top_frac: float = 0.01) -
     raise ValueError(f"image score must be max or topk, got {mode!r}")
 
 
-def link_probability(s: torch.Tensor, tau: torch.Tensor | float, link: str = "exp",
-                     scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+def link_probability(
+    s: torch.Tensor, tau: torch.Tensor | float, link: str = "exp", scale: torch.Tensor | float = 1.0
+) -> torch.Tensor:
     """Score `s ≥ 0` to a probability, monotone: exp `1 − exp(−s/τ)`; logistic `σ((s − τ ln 2)/scale)`.
 
     Both put `s = τ ln 2` at p = 0.5; only the exp link has p(0) = 0.

@@ -38,15 +38,18 @@ class Interrupted(AdkitError):
     exit_code = 130
 
 
-def protocol_configs(model: str, steps_per_class: int, classes: tuple[str, ...] | list[str],
-                     **settings) -> dict[str, TrainConfig]:
+def protocol_configs(
+    model: str, steps_per_class: int, classes: tuple[str, ...] | list[str], **settings
+) -> dict[str, TrainConfig]:
     """The one-class and multi-class runs of one model at equal compute: `steps_per_class` steps for each
     class's own model, classes × that for the shared one. `settings` are the other `TrainConfig` fields."""
     classes = tuple(classes)
-    return {"one-class": TrainConfig(classes=classes, setting="one-class", model=model, iters=steps_per_class,
-                                     **settings),
-            "multi-class": TrainConfig(classes=classes, setting="multi-class", model=model,
-                                       iters=steps_per_class * len(classes), **settings)}
+    return {
+        "one-class": TrainConfig(classes=classes, setting="one-class", model=model, iters=steps_per_class, **settings),
+        "multi-class": TrainConfig(
+            classes=classes, setting="multi-class", model=model, iters=steps_per_class * len(classes), **settings
+        ),
+    }
 
 
 def build_model(cfg: TrainConfig, teacher: backbones.Teacher | None = None) -> models.ADModel:
@@ -67,8 +70,10 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     """Indices `(fit, calibrate)` of `n` training images: a seeded random `fraction` of them (at least one
     image, never all) is kept out of training for calibration."""
     if not 0 < fraction < 1 or n < 2:
-        raise ValueError(f"calibration holdout must be in (0, 1) and leave images to train on and to calibrate "
-                         f"with; got {fraction} of {n} images")
+        raise ValueError(
+            f"calibration holdout must be in (0, 1) and leave images to train on and to calibrate "
+            f"with; got {fraction} of {n} images"
+        )
     n_cal = min(n - 1, max(1, round(n * fraction)))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_cal:].sort().values, perm[:n_cal].sort().values
@@ -107,11 +112,24 @@ class _StopSignals:
 IDENTITY_KEYS = ("name", "train", "model", "config")  # what a resumed checkpoint must share with its run
 
 
-def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int = 16, seed: int = 0,
-        ckpt: Path | None = None, settings: dict | None = None, save_every: int = 200, progress: bool = True,
-        desc: str = "training", history: list | None = None, callback=None,
-        save_minutes: float | None = None, amp: str = "off", cache_mb: float | None = None,
-        spill_dir: str | Path | None = None) -> list[dict]:
+def fit(
+    model: models.ADModel,
+    images: torch.Tensor,
+    iters: int,
+    batch_size: int = 16,
+    seed: int = 0,
+    ckpt: Path | None = None,
+    settings: dict | None = None,
+    save_every: int = 200,
+    progress: bool = True,
+    desc: str = "training",
+    history: list | None = None,
+    callback=None,
+    save_minutes: float | None = None,
+    amp: str = "off",
+    cache_mb: float | None = None,
+    spill_dir: str | Path | None = None,
+) -> list[dict]:
     """Train `model` on normal `images` (N,3,H,W) for `iters` steps; resume from `ckpt` if it has a partial run.
 
     A fraction `model.calibration_holdout` of the images is kept out of training and passed to
@@ -136,8 +154,10 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         ck = checkpoint.load(ckpt)
         mismatch = [k for k in IDENTITY_KEYS if k in settings and ck.info.get(k) != settings[k]]
         if mismatch:
-            raise SettingsError(f"{ckpt}: this checkpoint was written with other {', '.join(mismatch)} — delete "
-                                "it to retrain this model, or resume with the settings that wrote it")
+            raise SettingsError(
+                f"{ckpt}: this checkpoint was written with other {', '.join(mismatch)} — delete "
+                "it to retrain this model, or resume with the settings that wrote it"
+            )
         runs.load_student_state(model, ck.model_state, Path(ckpt))
         start, history = int(ck.info.get("step", 0)), list(ck.info.get("history", []))
         seconds = float(ck.info.get("train_seconds", 0.0))
@@ -146,8 +166,13 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         checkpoint.set_rng_state(ck.rng)
     if start >= iters:
         return history
-    cache = images if isinstance(images, FeatureCache) else FeatureCache(
-        model.teacher, images, budget_mb=cache_mb, spill_dir=spill_dir, device=device, progress=progress)
+    cache = (
+        images
+        if isinstance(images, FeatureCache)
+        else FeatureCache(
+            model.teacher, images, budget_mb=cache_mb, spill_dir=spill_dir, device=device, progress=progress
+        )
+    )
     fit_idx = cal_idx = torch.arange(len(cache))
     if model.calibration_holdout > 0:
         fit_idx, cal_idx = holdout_split(len(cache), model.calibration_holdout, seed)
@@ -164,10 +189,12 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
         if done == iters:
             calibrate()
         if distributed.is_main():
-            info = dict(settings, step=done, done=done == iters, history=history,
-                        train_seconds=seconds + time.monotonic() - t0)
-            checkpoint.save(ckpt, model.student_state_dict(), info, opt if done < iters else None,
-                            checkpoint.rng_state())
+            info = dict(
+                settings, step=done, done=done == iters, history=history, train_seconds=seconds + time.monotonic() - t0
+            )
+            checkpoint.save(
+                ckpt, model.student_state_dict(), info, opt if done < iters else None, checkpoint.rng_state()
+            )
         last_save = time.monotonic()
 
     model.train()
@@ -175,11 +202,18 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
     # redrawn at most once a second: in a notebook every redraw is a few widget messages, and a flood of
     # them can outrun a test runner's output timeout (nbval waits 5 s for a cell's last message)
-    bar = tqdm(range(start, iters), desc=desc, initial=start, total=iters, mininterval=1.0,
-               disable=not progress or not distributed.is_main())
+    bar = tqdm(
+        range(start, iters),
+        desc=desc,
+        initial=start,
+        total=iters,
+        mininterval=1.0,
+        disable=not progress or not distributed.is_main(),
+    )
     # the images of each step: the (seed, step) batch over the training part, this rank's share of it
-    index_batches = (fit_idx[distributed.share(_batch_indices(len(fit_idx), batch_size, seed, step))]
-                     for step in range(start, iters))
+    index_batches = (
+        fit_idx[distributed.share(_batch_indices(len(fit_idx), batch_size, seed, step))] for step in range(start, iters)
+    )
     owned = contextlib.closing(cache) if cache is not images else contextlib.nullcontext()  # ours: spill file goes
     with owned, _StopSignals(ckpt is not None) as stop, distributed.cpu_sync_batch_norm():
         for step, (x, t_feats) in zip(bar, cache.batches(index_batches)):
@@ -208,8 +242,10 @@ def fit(model: models.ADModel, images: torch.Tensor, iters: int, batch_size: int
             if stopping and done < iters:
                 bar.close()
                 distributed.barrier()  # rank 0 has written the checkpoint
-                raise Interrupted(f"{ckpt}: {desc} interrupted at step {done} of {iters}, checkpoint written — "
-                                  "run the same command again to resume")
+                raise Interrupted(
+                    f"{ckpt}: {desc} interrupted at step {done} of {iters}, checkpoint written — "
+                    "run the same command again to resume"
+                )
         distributed.barrier()
         if ckpt is None:
             calibrate()
@@ -233,8 +269,10 @@ def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
     except (ValueError, TypeError) as err:
         raise UsageError(f"--opt: {err}") from None
     if cfg.batch_size % distributed.world_size():
-        raise UsageError(f"--batch-size {cfg.batch_size}: must split evenly over the {distributed.world_size()} "
-                         "processes torchrun started — use a multiple of --nproc_per_node × --nnodes")
+        raise UsageError(
+            f"--batch-size {cfg.batch_size}: must split evenly over the {distributed.world_size()} "
+            "processes torchrun started — use a multiple of --nproc_per_node × --nnodes"
+        )
     records = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
     if not records:
         raise UsageError(f"--data {cfg.data}: no training images for classes {list(cfg.classes or [])}")
@@ -243,12 +281,16 @@ def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
     except (RuntimeError, ValueError) as err:
         if isinstance(err, backbones.BackboneUnavailable):
             raise
-        raise UsageError(f"--backbone {cfg.backbone!r}: not a timm model this adkit can use ({err}) — "
-                         f"e.g. {backbones.EMBEDDED} (embedded) or {', '.join(list(backbones.KNOWN)[1:])}") from None
+        raise UsageError(
+            f"--backbone {cfg.backbone!r}: not a timm model this adkit can use ({err}) — "
+            f"e.g. {backbones.EMBEDDED} (embedded) or {', '.join(list(backbones.KNOWN)[1:])}"
+        ) from None
     m = image_size_multiple(teacher)
     if cfg.image_size % m:
-        raise UsageError(f"--image-size {cfg.image_size}: must be a multiple of {m} for --model {cfg.model} on "
-                         f"{cfg.backbone} — e.g. {', '.join(str(m * k) for k in range(max(1, 64 // m), 64 // m + 4))}")
+        raise UsageError(
+            f"--image-size {cfg.image_size}: must be a multiple of {m} for --model {cfg.model} on "
+            f"{cfg.backbone} — e.g. {', '.join(str(m * k) for k in range(max(1, 64 // m), 64 // m + 4))}"
+        )
     probe = build_model(cfg, teacher).eval()
     with torch.no_grad():
         probe.maps(probe(torch.zeros(1, 3, cfg.image_size, cfg.image_size)))
@@ -269,8 +311,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
     if settings_path.is_file():
         old, _ = runs.read_settings(out)
         if old != cfg:
-            raise UsageError(f"{settings_path}: this folder holds a run with other settings — use a new --out "
-                             "folder or delete it")
+            raise UsageError(
+                f"{settings_path}: this folder holds a run with other settings — use a new --out folder or delete it"
+            )
     records, teacher = preflight(cfg)
     device = distributed.init(device or (torch.device(cfg.device) if cfg.device else device_default()))
     teacher = teacher.to(device)
@@ -283,8 +326,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
     def images_of(name: str) -> FeatureCache:
         """The model's training images and their teacher features, within the memory budget."""
         recs = [r for r in records if name in (ALL, r.cls)]
-        return FeatureCache(teacher, data.ImageDataset(recs, cfg.image_size), budget_mb=cfg.cache_mb,
-                            spill_dir=existing, device=device, progress=progress)
+        return FeatureCache(
+            teacher,
+            data.ImageDataset(recs, cfg.image_size),
+            budget_mb=cfg.cache_mb,
+            spill_dir=existing,
+            device=device,
+            progress=progress,
+        )
 
     def finished(name: str) -> bool:
         ckpt = runs.checkpoint_path(out, name)
@@ -309,11 +358,24 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
             images, first = (first if first is not None else images_of(name)), None
             torch.manual_seed(cfg.seed)  # student initialisation
             model = build_model(cfg, teacher).to(device)
-            settings = dict(model.settings(), classes=[name] if name != ALL else classes,
-                            **runs.checkpoint_identity(cfg, name))
+            settings = dict(
+                model.settings(), classes=[name] if name != ALL else classes, **runs.checkpoint_identity(cfg, name)
+            )
             with images:
-                fit(model, images, cfg.iters, cfg.batch_size, cfg.seed, ckpt, settings, cfg.save_every, progress,
-                    desc=f"{cfg.model} {name}", save_minutes=cfg.save_minutes, amp=cfg.amp)
+                fit(
+                    model,
+                    images,
+                    cfg.iters,
+                    cfg.batch_size,
+                    cfg.seed,
+                    ckpt,
+                    settings,
+                    cfg.save_every,
+                    progress,
+                    desc=f"{cfg.model} {name}",
+                    save_minutes=cfg.save_minutes,
+                    amp=cfg.amp,
+                )
     return out
 
 
@@ -327,8 +389,9 @@ def run_key(cfg: TrainConfig) -> str:
     """A short hash of every setting of a run (and the adkit version): the cache key of `cached_run`."""
     import hashlib
 
-    blob = json.dumps({"train": cfg.to_dict(results_only=True), "adkit": _version(), "format": CHECKPOINT_FORMAT},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"train": cfg.to_dict(results_only=True), "adkit": _version(), "format": CHECKPOINT_FORMAT}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

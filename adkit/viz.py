@@ -24,8 +24,9 @@ def to_hwc(image) -> np.ndarray:
     return a / 255.0 if a.max() > 1.5 else a
 
 
-def overlay(image, amap: np.ndarray, vmin: float | None = None, vmax: float | None = None,
-            alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def overlay(
+    image, amap: np.ndarray, vmin: float | None = None, vmax: float | None = None, alpha: float = 0.5, cmap: str = "jet"
+) -> np.ndarray:
     """The image with its anomaly map blended on top, as float RGB `(H,W,3)`."""
     img = to_hwc(image)
     a = np.asarray(amap, dtype=np.float32)
@@ -57,8 +58,15 @@ def colorbar(fig, axes, vmin: float, vmax: float, label: str, cmap: str = "jet")
     return cb
 
 
-def gallery(items: list[dict], ncols: int = 4, vmin: float | None = None, vmax: float | None = None,
-            size: float = 2.4, title: str | None = None, cbar_label: str | None = None):
+def gallery(
+    items: list[dict],
+    ncols: int = 4,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    size: float = 2.4,
+    title: str | None = None,
+    cbar_label: str | None = None,
+):
     """A grid of overlays; each item: {"image", "amap", optional "mask", "title", "vmin", "vmax", "cbar_label"}.
 
     A colour bar says what the colours mean: the common scale's values when every item shares one
@@ -67,8 +75,9 @@ def gallery(items: list[dict], ncols: int = 4, vmin: float | None = None, vmax: 
     n = max(1, len(items))
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.9, size * nrows + (0.4 if title else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols + 0.9, size * nrows + (0.4 if title else 0)), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     ranges = set()
@@ -81,7 +90,7 @@ def gallery(items: list[dict], ncols: int = 4, vmin: float | None = None, vmax: 
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    (lo, hi, label), = ranges if len(ranges) == 1 else ((None, None, None),)
+    ((lo, hi, label),) = ranges if len(ranges) == 1 else ((None, None, None),)
     if lo is not None and hi is not None:
         colorbar(fig, axes, lo, hi, cbar_label or label or "anomaly score")
     else:
@@ -106,11 +115,17 @@ def cases(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 4) -> 
     def item(r, tag):
         cls, i, _, z = r
         p = preds[cls]
-        return {"image": images[cls][i], "amap": p["amap"][i], "mask": p["mask"][i],
-                "title": f"{cls}/{p['defect'][i]} {tag} z={z:.1f}"}
+        return {
+            "image": images[cls][i],
+            "amap": p["amap"][i],
+            "mask": p["mask"][i],
+            "title": f"{cls}/{p['defect'][i]} {tag} z={z:.1f}",
+        }
 
-    return {"best": [item(r, "hit") for r in defects[:n]],
-            "worst": [item(r, "missed") for r in defects[::-1][:n]] + [item(r, "false alarm") for r in normals[:n]]}
+    return {
+        "best": [item(r, "hit") for r in defects[:n]],
+        "worst": [item(r, "missed") for r in defects[::-1][:n]] + [item(r, "false alarm") for r in normals[:n]],
+    }
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
@@ -149,8 +164,12 @@ def score_hist(groups: dict[str, np.ndarray], bins: int = 30, ax=None, title: st
     return ax
 
 
-def noisy_or_plane(groups: dict[str, tuple[np.ndarray, np.ndarray]], ax=None, title: str = "",
-                   levels: tuple[float, ...] = (0.5, 0.75, 0.9, 0.99)):
+def noisy_or_plane(
+    groups: dict[str, tuple[np.ndarray, np.ndarray]],
+    ax=None,
+    title: str = "",
+    levels: tuple[float, ...] = (0.5, 0.75, 0.9, 0.99),
+):
     """The dual student's two probabilities as a point per image, `(p_local, p_semantic)` per group, over
     the contours of their Noisy-OR `P = 1 − (1 − p_local)(1 − p_semantic)`."""
     if ax is None:
@@ -224,9 +243,16 @@ def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 # -- several models side by side ------------------------------------------------------------------------
-def compare_maps(images, maps: dict[str, np.ndarray], masks=None, col_titles: list[str] | None = None,
-                 scales: dict[str, tuple[float, float]] | None = None, vmax: float = 2.0, size: float = 1.9,
-                 title: str | None = None):
+def compare_maps(
+    images,
+    maps: dict[str, np.ndarray],
+    masks=None,
+    col_titles: list[str] | None = None,
+    scales: dict[str, tuple[float, float]] | None = None,
+    vmax: float = 2.0,
+    size: float = 1.9,
+    title: str | None = None,
+):
     """A grid: the images (mask outlined) in the first row, then one row of overlays per model.
 
     `maps[name]` is `(N,H,W)` for the N images. With `scales[name]` (see `normal_scale`) each row shows
@@ -235,8 +261,9 @@ def compare_maps(images, maps: dict[str, np.ndarray], masks=None, col_titles: li
     """
     n = len(images)
     rows = ["image"] + list(maps)
-    fig, axes = plt.subplots(len(rows), n, figsize=(size * n + 1.2, size * len(rows) + (0.3 if title else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(size * n + 1.2, size * len(rows) + (0.3 if title else 0)), squeeze=False
+    )
     for j in range(n):
         for i, row in enumerate(rows):
             ax = axes[i, j]
@@ -270,8 +297,13 @@ def compare_maps(images, maps: dict[str, np.ndarray], masks=None, col_titles: li
     return fig
 
 
-def compare_runs(preds_by_run: dict[str, dict], images: dict[str, np.ndarray], picks: list[tuple[str, int]],
-                 vmax: float = 2.0, title: str | None = None):
+def compare_runs(
+    preds_by_run: dict[str, dict],
+    images: dict[str, np.ndarray],
+    picks: list[tuple[str, int]],
+    vmax: float = 2.0,
+    title: str | None = None,
+):
     """The same test images under several runs: `compare_maps` with each run's maps of a class shown
     relative to that run's maps of the class's normal test images (`normal_scale`).
 
@@ -343,8 +375,14 @@ def browser_indices(preds: dict[str, dict], cls: str, defect: str | None = None)
     return [i for i, d in enumerate(p["defect"]) if defect in (None, "all", d)]
 
 
-def browser_figure(preds: dict[str, dict], images: dict[str, np.ndarray], cls: str, idx: int,
-                   threshold: float | None = None, size: float = 2.3):
+def browser_figure(
+    preds: dict[str, dict],
+    images: dict[str, np.ndarray],
+    cls: str,
+    idx: int,
+    threshold: float | None = None,
+    size: float = 2.3,
+):
     """One test image: the image, its ground-truth mask, the anomaly map, and its score against the
     threshold among the class's normal and defect scores. `preds` as from `evaluate(..., return_preds=True)`,
     `images[cls]` the class's test images in the same order. Default threshold: the class's F1-optimal one."""
@@ -399,30 +437,47 @@ def failures(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 2) 
         picks += [(i, "defect, low") for i in bad[np.argsort(p["score"][bad])][:n]]
         for i, tag in picks:
             amap = relative(p["amap"][i], scale) if scale else p["amap"][i]
-            items.append({"image": images[cls][i], "amap": amap, "mask": p["mask"][i],
-                          "vmin": 0.0 if scale else None, "vmax": 2.0 if scale else None,
-                          "cbar_label": RELATIVE_LABEL if scale else None,
-                          "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.2f}"})
+            items.append(
+                {
+                    "image": images[cls][i],
+                    "amap": amap,
+                    "mask": p["mask"][i],
+                    "vmin": 0.0 if scale else None,
+                    "vmax": 2.0 if scale else None,
+                    "cbar_label": RELATIVE_LABEL if scale else None,
+                    "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.2f}",
+                }
+            )
     return items
 
 
 # -- training -------------------------------------------------------------------------------------------
-def loss_plot(history: list[dict], keys: list[str] | None = None, ax=None, smooth: int = 10,
-              total: int | None = None, title: str = "", log: bool | None = None):
+def loss_plot(
+    history: list[dict],
+    keys: list[str] | None = None,
+    ax=None,
+    smooth: int = 10,
+    total: int | None = None,
+    title: str = "",
+    log: bool | None = None,
+):
     """Loss terms over training steps (thin: raw, thick: running mean over `smooth` steps). Default keys:
     "loss" and every term that differs from it; `log` scale by default when the values span over 10×."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
     if keys is None:
-        keys = [k for k in (history[0] if history else {"loss": 0})
-                if k == "loss" or any(h.get(k) != h.get("loss") for h in history)]
+        keys = [
+            k
+            for k in (history[0] if history else {"loss": 0})
+            if k == "loss" or any(h.get(k) != h.get("loss") for h in history)
+        ]
     steps = np.arange(1, len(history) + 1)
     for k in keys:
         v = np.array([h.get(k, np.nan) for h in history], dtype=float)
         (line,) = ax.plot(steps, v, lw=0.6, alpha=0.35)
         if len(v) >= smooth:
             run = np.convolve(v, np.ones(smooth) / smooth, mode="valid")
-            ax.plot(steps[smooth - 1:], run, lw=1.6, color=line.get_color(), label=k)
+            ax.plot(steps[smooth - 1 :], run, lw=1.6, color=line.get_color(), label=k)
         else:
             line.set_label(k)
     if total:
@@ -441,9 +496,16 @@ def loss_plot(history: list[dict], keys: list[str] | None = None, ax=None, smoot
 
 
 # -- embeddings (plotly) --------------------------------------------------------------------------------
-def embedding_figure(panels: dict[str, np.ndarray], color: list[str], symbol: list[str] | None = None,
-                     hover: list[str] | None = None, title: str = "", height: int = 380,
-                     marker_size: int = 6, symbols: dict[str, str] | None = None):
+def embedding_figure(
+    panels: dict[str, np.ndarray],
+    color: list[str],
+    symbol: list[str] | None = None,
+    hover: list[str] | None = None,
+    title: str = "",
+    height: int = 380,
+    marker_size: int = 6,
+    symbols: dict[str, str] | None = None,
+):
     """Side-by-side 2-D scatters (one per panel, e.g. teacher / student / residual) of the same points,
     coloured by `color` (e.g. class), shaped by `symbol` (e.g. normal / defect), hover text `hover`.
     `symbols` maps symbol values to plotly marker symbols (default: circle, x, diamond, ... by first use)."""
@@ -455,8 +517,18 @@ def embedding_figure(panels: dict[str, np.ndarray], color: list[str], symbol: li
     color = [str(c) for c in color]
     symbol = [str(s) for s in symbol] if symbol is not None else [""] * len(color)
     hover = list(hover) if hover is not None else [""] * len(color)
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
     shapes = ["circle", "x", "diamond", "square", "triangle-up", "cross"]
     colors = {c: palette[i % len(palette)] for i, c in enumerate(dict.fromkeys(color))}
     symbols = {**{s: shapes[i % len(shapes)] for i, s in enumerate(dict.fromkeys(symbol))}, **(symbols or {})}
@@ -469,22 +541,45 @@ def embedding_figure(panels: dict[str, np.ndarray], color: list[str], symbol: li
         for c, s in groups:
             sel = [i for i in range(len(color)) if color[i] == c and symbol[i] == s]
             label = f"{c} {s}".strip()
-            fig.add_trace(go.Scatter(
-                x=np.round(xy[sel, 0], 3), y=np.round(xy[sel, 1], 3), mode="markers", name=label,
-                legendgroup=label, showlegend=j == 0, text=[hover[i] for i in sel], hoverinfo="text",
-                marker=dict(color=colors[c], symbol=symbols[s], size=marker_size, opacity=0.75,
-                            line=dict(width=0))), row=1, col=j + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=np.round(xy[sel, 0], 3),
+                    y=np.round(xy[sel, 1], 3),
+                    mode="markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=j == 0,
+                    text=[hover[i] for i in sel],
+                    hoverinfo="text",
+                    marker=dict(color=colors[c], symbol=symbols[s], size=marker_size, opacity=0.75, line=dict(width=0)),
+                ),
+                row=1,
+                col=j + 1,
+            )
         fig.update_xaxes(showticklabels=False, row=1, col=j + 1)
         fig.update_yaxes(showticklabels=False, row=1, col=j + 1)
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(font=dict(size=10)))
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=60, b=10), legend=dict(font=dict(size=10)))
     return fig
 
 
 # -- plotly figures for static viewers --------------------------------------------------------------------
-_MARKERS = {"circle": "o", "x": "x", "diamond": "D", "square": "s", "triangle-up": "^", "triangle-down": "v",
-            "triangle-left": "<", "triangle-right": ">", "cross": "P", "star": "*", "hexagon": "h",
-            "pentagon": "p", "asterisk": "+", "cross-thin": "+", "x-thin": "x"}
+_MARKERS = {
+    "circle": "o",
+    "x": "x",
+    "diamond": "D",
+    "square": "s",
+    "triangle-up": "^",
+    "triangle-down": "v",
+    "triangle-left": "<",
+    "triangle-right": ">",
+    "cross": "P",
+    "star": "*",
+    "hexagon": "h",
+    "pentagon": "p",
+    "asterisk": "+",
+    "cross-thin": "+",
+    "x-thin": "x",
+}
 
 
 def _values(v) -> np.ndarray | None:
@@ -538,8 +633,9 @@ def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 260):
             xa, ya = layout.get("xaxis" + xref[1:], {}), layout.get("yaxis" + yref[1:], {})
             ax = out.add_axes(area(xa.get("domain", (0, 1)), ya.get("domain", (0, 1))))
             for a, spec, set_label, set_lim, set_scale, get_axis in (
-                    ("x", xa, ax.set_xlabel, ax.set_xlim, ax.set_xscale, ax.xaxis),
-                    ("y", ya, ax.set_ylabel, ax.set_ylim, ax.set_yscale, ax.yaxis)):
+                ("x", xa, ax.set_xlabel, ax.set_xlim, ax.set_xscale, ax.xaxis),
+                ("y", ya, ax.set_ylabel, ax.set_ylim, ax.set_yscale, ax.yaxis),
+            ):
                 set_label(_text(spec.get("title")), fontsize=9)
                 if spec.get("type") == "log":
                     set_scale("log")
@@ -568,8 +664,13 @@ def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 260):
         color, alpha = _values(mk.get("color")), mk.get("opacity", t.get("opacity", 1.0))
         name = t.get("name") or ""
         if "lines" in mode:
-            (line,) = ax.plot(x, y, color=t.get("line", {}).get("color"), lw=t.get("line", {}).get("width", 2) * 0.75,
-                              alpha=t.get("opacity", 1.0))
+            (line,) = ax.plot(
+                x,
+                y,
+                color=t.get("line", {}).get("color"),
+                lw=t.get("line", {}).get("width", 2) * 0.75,
+                alpha=t.get("opacity", 1.0),
+            )
             handles.setdefault(name, line)
         if "markers" in mode:
             symbol = str(mk.get("symbol", "circle"))
@@ -577,10 +678,22 @@ def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 260):
             size = float(mk.get("size", 6)) * 0.75  # px at 100 dpi -> points
             c = color.item() if color is not None and color.ndim == 0 else color
             numeric = c is not None and not isinstance(c, str) and np.issubdtype(np.asarray(c).dtype, np.number)
-            ax.scatter(x, y, s=size**2, marker=marker, c=c, cmap="viridis" if numeric else None, alpha=alpha,
-                       linewidths=1.0 if marker in "x+" else 0)
-            handles.setdefault(name, Line2D([], [], ls="", marker=marker, ms=size, alpha=alpha,
-                                            color=c if isinstance(c, str) else "C0", mew=1.0))
+            ax.scatter(
+                x,
+                y,
+                s=size**2,
+                marker=marker,
+                c=c,
+                cmap="viridis" if numeric else None,
+                alpha=alpha,
+                linewidths=1.0 if marker in "x+" else 0,
+            )
+            handles.setdefault(
+                name,
+                Line2D(
+                    [], [], ls="", marker=marker, ms=size, alpha=alpha, color=c if isinstance(c, str) else "C0", mew=1.0
+                ),
+            )
     n_cols = max(1, len({a.get("xaxis", "x") for a in traces}))
     for a in layout.get("annotations", []):  # subplot titles and other text placed on the paper
         if a.get("xref") == "paper" and a.get("yref") == "paper":
@@ -588,19 +701,36 @@ def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 260):
             # as wide as a panel at most: a character is about 0.6 em, 1 pt = 100/72 px at 100 dpi
             room = (x1 - x0) * w / n_cols
             size = min(10.0, room / (0.6 * max(map(len, text.split("\n"))) * 100 / 72 + 1e-9))
-            out.text(x0 + a.get("x", 0.5) * (x1 - x0), y0 + a.get("y", 1.0) * (y1 - y0), text,
-                     ha={"left": "left", "right": "right"}.get(a.get("xanchor"), "center"),
-                     va={"top": "top", "middle": "center"}.get(a.get("yanchor"), "bottom"), fontsize=max(size, 6.0))
+            out.text(
+                x0 + a.get("x", 0.5) * (x1 - x0),
+                y0 + a.get("y", 1.0) * (y1 - y0),
+                text,
+                ha={"left": "left", "right": "right"}.get(a.get("xanchor"), "center"),
+                va={"top": "top", "middle": "center"}.get(a.get("yanchor"), "bottom"),
+                fontsize=max(size, 6.0),
+            )
     title = _text(layout.get("title"))
     if title:
         out.text(0.01, 1 - 0.1 * 100 / h, title, ha="left", va="center", fontsize=12)
     if legend:
         names = [t["name"] for t in shown if t["name"] in handles]
-        out.legend([handles[n] for n in names], names, loc="upper left", bbox_to_anchor=(x1 + 0.01, y1),
-                   fontsize=8, frameon=False)
+        out.legend(
+            [handles[n] for n in names],
+            names,
+            loc="upper left",
+            bbox_to_anchor=(x1 + 0.01, y1),
+            fontsize=8,
+            frameon=False,
+        )
     if skipped:
-        out.text(0.5, 0.01, "not drawn in this static copy: " + ", ".join(sorted(set(skipped))), ha="center",
-                 fontsize=8, color="gray")
+        out.text(
+            0.5,
+            0.01,
+            "not drawn in this static copy: " + ", ".join(sorted(set(skipped))),
+            ha="center",
+            fontsize=8,
+            color="gray",
+        )
     return out
 
 

@@ -23,8 +23,9 @@ from .runs import model_for  # noqa: F401  (re-exported: notebooks call widgets.
 
 
 # -- plain functions ------------------------------------------------------------------------------------
-def paste_patch(source: np.ndarray, target: np.ndarray, size: float = 0.25, cy: float = 0.5,
-                cx: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def paste_patch(
+    source: np.ndarray, target: np.ndarray, size: float = 0.25, cy: float = 0.5, cx: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """A square patch (side `size` × image side) cut from the centre of `source`, pasted onto `target`
     centred at (`cy`, `cx`) (fractions of the image). Returns the image and its mask."""
     h, w = target.shape[:2]
@@ -38,13 +39,26 @@ def paste_patch(source: np.ndarray, target: np.ndarray, size: float = 0.25, cy: 
 
 def probe_scales(models_by_label: dict[str, dict], images: dict[str, np.ndarray]) -> dict[str, dict]:
     """`{label: {cls: viz.normal_scale(maps of the class's normal images under that run)}}`."""
-    return {label: {cls: viz.normal_scale(predict(model_for(models, cls), to_tensor(x))["amap"])
-                    for cls, x in images.items()} for label, models in models_by_label.items()}
+    return {
+        label: {
+            cls: viz.normal_scale(predict(model_for(models, cls), to_tensor(x))["amap"]) for cls, x in images.items()
+        }
+        for label, models in models_by_label.items()
+    }
 
 
-def probe_figure(models_by_label: dict[str, dict], a_img: np.ndarray, b_img: np.ndarray, a: str, b: str,
-                 lam: float = 0.5, size: float = 0.25, cy: float = 0.5, cx: float = 0.5,
-                 scales: dict[str, dict] | None = None):
+def probe_figure(
+    models_by_label: dict[str, dict],
+    a_img: np.ndarray,
+    b_img: np.ndarray,
+    a: str,
+    b: str,
+    lam: float = 0.5,
+    size: float = 0.25,
+    cy: float = 0.5,
+    cx: float = 0.5,
+    scales: dict[str, dict] | None = None,
+):
     """Both probes on one pair of images, for several runs side by side.
 
     Row 1: the blend `λ·A + (1 − λ)·B`, scored by the model of the class with the larger weight. Row 2: a
@@ -58,8 +72,10 @@ def probe_figure(models_by_label: dict[str, dict], a_img: np.ndarray, b_img: np.
     pasted, mask = paste_patch(a_img, b_img, size, cy, cx)
     ref = a if lam >= 0.5 else b
     clean = {a: a_img, b: b_img}
-    rows = [(f"mixup λ={lam:.2f}\n(model of {ref})", blend, None, ref),
-            (f"{a} patch on {b}\n(model of {b})", pasted, mask, b)]
+    rows = [
+        (f"mixup λ={lam:.2f}\n(model of {ref})", blend, None, ref),
+        (f"{a} patch on {b}\n(model of {b})", pasted, mask, b),
+    ]
     maps: dict[str, list] = {label: [] for label in models_by_label}
     for _, img, _, cls in rows:
         for label, models in models_by_label.items():
@@ -95,8 +111,9 @@ class LiveLoss:
     """A `callback(step, losses)` for `adkit.train.fit` that redraws the loss curve every `every` steps in
     one notebook output (updated in place), and keeps the history."""
 
-    def __init__(self, total: int | None = None, every: int = 50, keys: list[str] | None = None,
-                 title: str = "", dpi: int = 100):
+    def __init__(
+        self, total: int | None = None, every: int = 50, keys: list[str] | None = None, title: str = "", dpi: int = 100
+    ):
         self.total, self.every, self.keys, self.title, self.dpi = total, every, keys, title, dpi
         self.history: list[dict] = []
         self.handle = None
@@ -176,8 +193,13 @@ def test_set_browser(preds: dict[str, dict], images: dict[str, np.ndarray], thre
     return W.VBox([W.HBox([cls_w, def_w, idx_w]), out])
 
 
-def probe_explorer(models_by_label: dict[str, dict], images: dict[str, np.ndarray], a: str | None = None,
-                   b: str | None = None, scales: dict[str, dict] | None = None):
+def probe_explorer(
+    models_by_label: dict[str, dict],
+    images: dict[str, np.ndarray],
+    a: str | None = None,
+    b: str | None = None,
+    scales: dict[str, dict] | None = None,
+):
     """Controls for `probe_figure`: classes A and B, which image of each, λ, the patch's size and place.
     `images[cls]` holds each class's normal test images (uint8 `(N,H,W,3)`); `scales` as from
     `probe_scales` (computed here when not given)."""
@@ -206,22 +228,41 @@ def probe_explorer(models_by_label: dict[str, dict], images: dict[str, np.ndarra
         v = {k: w.value for k, w in ctrl.items()}
         with out:
             out.clear_output(wait=True)
-            fig = probe_figure(models_by_label, images[v["a"]][v["i"]], images[v["b"]][v["i"]], v["a"], v["b"],
-                               v["lam"], v["size"], v["cy"], v["cx"], scales)
+            fig = probe_figure(
+                models_by_label,
+                images[v["a"]][v["i"]],
+                images[v["b"]][v["i"]],
+                v["a"],
+                v["b"],
+                v["lam"],
+                v["size"],
+                v["cy"],
+                v["cx"],
+                scales,
+            )
             display(fig)
             plt.close(fig)
 
     for w in ctrl.values():
         w.observe(redraw, names="value")
     redraw()
-    boxes = [W.HBox([ctrl["a"], ctrl["b"], ctrl["i"]]), W.HBox([ctrl["lam"], ctrl["size"]]),
-             W.HBox([ctrl["cy"], ctrl["cx"]])]
+    boxes = [
+        W.HBox([ctrl["a"], ctrl["b"], ctrl["i"]]),
+        W.HBox([ctrl["lam"], ctrl["size"]]),
+        W.HBox([ctrl["cy"], ctrl["cx"]]),
+    ]
     return W.VBox(boxes + [out])
 
 
 # -- failure analysis at a threshold (notebook 6) -------------------------------------------------------
-def threshold_figures(preds: dict[str, dict], images: dict[str, np.ndarray], threshold: float,
-                      cls: str | None = None, n: int = 3, scales: dict | None = None) -> list:
+def threshold_figures(
+    preds: dict[str, dict],
+    images: dict[str, np.ndarray],
+    threshold: float,
+    cls: str | None = None,
+    n: int = 3,
+    scales: dict | None = None,
+) -> list:
     """What `threshold_explorer` shows for one class (None or "": all classes together) at one threshold: the score
     histogram with the threshold, then a gallery of the `n` worst false positives and `n` worst false negatives
     (maps relative to their class's normals), or only the histogram when nothing fails."""
@@ -242,13 +283,13 @@ def threshold_figures(preds: dict[str, dict], images: dict[str, np.ndarray], thr
         return [hist]
     items = analysis.failure_items(preds, images, rows, scales)
     title = f"worst false positives ({len(failed[analysis.FP])}) and false negatives ({len(failed[analysis.FN])})"
-    gal = viz.gallery(items, ncols=max(1, min(2 * n, len(items))), size=2.0, title=title,
-                      cbar_label=viz.RELATIVE_LABEL)
+    gal = viz.gallery(items, ncols=max(1, min(2 * n, len(items))), size=2.0, title=title, cbar_label=viz.RELATIVE_LABEL)
     return [hist, gal]
 
 
-def threshold_explorer(preds: dict[str, dict], images: dict[str, np.ndarray], threshold: float | None = None,
-                       n: int = 3):
+def threshold_explorer(
+    preds: dict[str, dict], images: dict[str, np.ndarray], threshold: float | None = None, n: int = 3
+):
     """A threshold slider and a class menu over `adkit.analysis`: TP, FP, TN, FN with precision and recall per
     class and overall, the chosen class's score histogram, and its worst failures at that threshold.
     Default threshold: `analysis.default_threshold` (the F1-optimal one over all classes)."""
@@ -263,8 +304,16 @@ def threshold_explorer(preds: dict[str, dict], images: dict[str, np.ndarray], th
     hi = hi if hi > lo else lo + 1.0
     thr = analysis.default_threshold(preds) if threshold is None else float(threshold)
     thr = float(np.clip(thr, lo, hi)) if np.isfinite(thr) else hi
-    slider = W.FloatSlider(value=thr, min=lo, max=hi, step=(hi - lo) / 200, readout_format=".4g",
-                           description="threshold", continuous_update=False, layout=W.Layout(width="460px"))
+    slider = W.FloatSlider(
+        value=thr,
+        min=lo,
+        max=hi,
+        step=(hi - lo) / 200,
+        readout_format=".4g",
+        description="threshold",
+        continuous_update=False,
+        layout=W.Layout(width="460px"),
+    )
     # labels without spaces: the browser shows a space in an option as a no-break space
     # "" (no class has that name) stands for all classes: a Dropdown value of None would select nothing
     cls_w = W.Dropdown(options=[("(all)", "")] + [(c, c) for c in preds], index=0, description="class")
@@ -277,8 +326,12 @@ def threshold_explorer(preds: dict[str, dict], images: dict[str, np.ndarray], th
             out.clear_output(wait=True)
             figs = threshold_figures(preds, images, t, cls_w.value or None, n, scales)
             display(figs[0])
-            display(Markdown(f"Flagged: score ≥ {t:.4g}. Counts per class and over all classes:\n\n"
-                             + analysis.confusion_markdown(analysis.confusion_table(preds, t))))
+            display(
+                Markdown(
+                    f"Flagged: score ≥ {t:.4g}. Counts per class and over all classes:\n\n"
+                    + analysis.confusion_markdown(analysis.confusion_table(preds, t))
+                )
+            )
             for fig in figs[1:]:
                 display(fig)
             for fig in figs:

@@ -64,7 +64,7 @@ def legacy_teacher_features(teacher, images, batch_size: int = 32) -> list:
     import torch
 
     with torch.no_grad():
-        chunks = [teacher(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        chunks = [teacher(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return [torch.cat([c[s] for c in chunks]) for s in range(len(chunks[0]))]
 
 
@@ -92,11 +92,15 @@ def measure(a: argparse.Namespace) -> dict:
         batches = ((images[i], [t[i] for t in t_feats]) for i in idx_batches)
         info = {"n_ram": a.n, "spill_mb": 0.0}
     else:
-        cache = FeatureCache(teacher, ds, budget_mb=a.budget_mb, overflow=a.overflow, spill_dir=a.spill_dir,
-                             num_workers=a.workers)
+        cache = FeatureCache(
+            teacher, ds, budget_mb=a.budget_mb, overflow=a.overflow, spill_dir=a.spill_dir, num_workers=a.workers
+        )
         batches = cache.batches(idx_batches)
-        info = {"n_ram": cache.n_ram, "spill_mb": round(cache.spill_bytes / 2**20, 1),
-                "cache_ram_mb": round(cache.ram_bytes / 2**20, 1)}
+        info = {
+            "n_ram": cache.n_ram,
+            "spill_mb": round(cache.spill_bytes / 2**20, 1),
+            "cache_ram_mb": round(cache.ram_bytes / 2**20, 1),
+        }
     build_s = time.perf_counter() - t0
     rss_built, now_built = peak_rss_mb(), rss_now()
     fetch, step = [], []
@@ -111,14 +115,25 @@ def measure(a: argparse.Namespace) -> dict:
         opt.step()
         fetch.append(t2 - t1)
         step.append(time.perf_counter() - t1)
-    return {"n": a.n, "overflow": a.overflow, "budget_mb": a.budget_mb, "image_size": a.image_size,
-            "batch_size": a.batch_size, "steps": a.steps, "threads": torch.get_num_threads(), **info,
-            "build_s": round(build_s, 2), "fetch_ms_median": round(1000 * statistics.median(fetch), 2),
-            "step_ms_median": round(1000 * statistics.median(step), 1),
-            "peak_rss_before_build_mb": round(rss_start, 1), "peak_rss_after_build_mb": round(rss_built, 1),
-            "rss_after_build": now_built, "rss_after_steps": rss_now(),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-            "children_peak_rss_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1)}
+    return {
+        "n": a.n,
+        "overflow": a.overflow,
+        "budget_mb": a.budget_mb,
+        "image_size": a.image_size,
+        "batch_size": a.batch_size,
+        "steps": a.steps,
+        "threads": torch.get_num_threads(),
+        **info,
+        "build_s": round(build_s, 2),
+        "fetch_ms_median": round(1000 * statistics.median(fetch), 2),
+        "step_ms_median": round(1000 * statistics.median(step), 1),
+        "peak_rss_before_build_mb": round(rss_start, 1),
+        "peak_rss_after_build_mb": round(rss_built, 1),
+        "rss_after_build": now_built,
+        "rss_after_steps": rss_now(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "children_peak_rss_mb": round(peak_rss_mb(resource.RUSAGE_CHILDREN), 1),
+    }
 
 
 def compare(a: argparse.Namespace) -> None:
@@ -126,20 +141,40 @@ def compare(a: argparse.Namespace) -> None:
     rows = []
     for overflow in a.modes:
         for n in a.sizes:
-            cmd = [sys.executable, __file__, "--n", str(n), "--overflow", overflow, "--budget-mb", str(a.budget_mb),
-                   "--steps", str(a.steps), "--batch-size", str(a.batch_size), "--image-size", str(a.image_size),
-                   "--data-dir", a.data_dir] + (["--spill-dir", a.spill_dir] if a.spill_dir else []) + (
-                   ["--workers", str(a.workers)] if a.workers is not None else [])
+            cmd = (
+                [
+                    sys.executable,
+                    __file__,
+                    "--n",
+                    str(n),
+                    "--overflow",
+                    overflow,
+                    "--budget-mb",
+                    str(a.budget_mb),
+                    "--steps",
+                    str(a.steps),
+                    "--batch-size",
+                    str(a.batch_size),
+                    "--image-size",
+                    str(a.image_size),
+                    "--data-dir",
+                    a.data_dir,
+                ]
+                + (["--spill-dir", a.spill_dir] if a.spill_dir else [])
+                + (["--workers", str(a.workers)] if a.workers is not None else [])
+            )
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             print(out, flush=True)
             rows.append(json.loads(out))
     for overflow in a.modes:
         r = {row["n"]: row for row in rows if row["overflow"] == overflow}
         small, big = r[min(a.sizes)], r[max(a.sizes)]
-        print(f"# {overflow}: peak RSS {big['peak_rss_mb']:.0f} MB for {big['n']} images vs "
-              f"{small['peak_rss_mb']:.0f} MB for {small['n']}: x{big['peak_rss_mb'] / small['peak_rss_mb']:.2f}; "
-              f"step {big['step_ms_median']:.0f} vs {small['step_ms_median']:.0f} ms, "
-              f"fetch {big['fetch_ms_median']:.1f} vs {small['fetch_ms_median']:.1f} ms")
+        print(
+            f"# {overflow}: peak RSS {big['peak_rss_mb']:.0f} MB for {big['n']} images vs "
+            f"{small['peak_rss_mb']:.0f} MB for {small['n']}: x{big['peak_rss_mb'] / small['peak_rss_mb']:.2f}; "
+            f"step {big['step_ms_median']:.0f} vs {small['step_ms_median']:.0f} ms, "
+            f"fetch {big['fetch_ms_median']:.1f} vs {small['fetch_ms_median']:.1f} ms"
+        )
 
 
 def main() -> None:

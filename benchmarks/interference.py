@@ -29,8 +29,22 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ORDER = ("brick", "cat", "grass", "cameraman", "gravel", "coffee", "tissue", "rocket",
-         "stars", "moon", "astronaut", "motorcycle", "coins", "retina")
+ORDER = (
+    "brick",
+    "cat",
+    "grass",
+    "cameraman",
+    "gravel",
+    "coffee",
+    "tissue",
+    "rocket",
+    "stars",
+    "moon",
+    "astronaut",
+    "motorcycle",
+    "coins",
+    "retina",
+)
 KS = (2, 4, 8, 14)
 
 
@@ -102,8 +116,17 @@ def run_job(job: Job, out: Path, root: Path) -> dict:
     if stats_path.exists():
         return json.loads(stats_path.read_text())
     iters = job.steps if job.setting == "one-class" else job.steps * job.k
-    cfg = TrainConfig(data="mini", root=str(root), classes=job.classes, setting=job.setting, model="rd",
-                      image_size=job.size, iters=iters, batch_size=job.batch, seed=job.seed)
+    cfg = TrainConfig(
+        data="mini",
+        root=str(root),
+        classes=job.classes,
+        setting=job.setting,
+        model="rd",
+        image_size=job.size,
+        iters=iters,
+        batch_size=job.batch,
+        seed=job.seed,
+    )
     t0 = time.perf_counter()
     train(cfg, run, progress=False)
     t_train = time.perf_counter() - t0
@@ -157,8 +180,11 @@ def cmd_run(a) -> None:
                 status = "done" if p.returncode == 0 else f"FAILED rc={p.returncode} (see {j.name}.log)"
                 if p.returncode:
                     failed.append(j.name)
-                print(f"{time.strftime('%H:%M:%S')} {j.name}: {status} in {time.time() - t0:.0f} s "
-                      f"({len(todo)} queued, {len(running)} running)", flush=True)
+                print(
+                    f"{time.strftime('%H:%M:%S')} {j.name}: {status} in {time.time() - t0:.0f} s "
+                    f"({len(todo)} queued, {len(running)} running)",
+                    flush=True,
+                )
     if failed:
         raise SystemExit(f"{len(failed)} job(s) failed: {', '.join(failed)}")
 
@@ -204,8 +230,13 @@ def summarize_gaps(out: Path) -> list[dict]:
         for j, mc in sorted(items, key=lambda t: t[0].seed):
             # the one-class run of this seed and recipe with the most classes (it holds the first k)
             ocs = [Job(**s["job"]) for s in stats.values()]
-            ocs = [o for o in ocs if o.setting == "one-class" and (o.steps, o.size, o.batch, o.seed)
-                   == (steps, size, batch, j.seed) and o.k >= k]
+            ocs = [
+                o
+                for o in ocs
+                if o.setting == "one-class"
+                and (o.steps, o.size, o.batch, o.seed) == (steps, size, batch, j.seed)
+                and o.k >= k
+            ]
             if not ocs:
                 continue
             oc = stats[max(ocs, key=lambda o: o.k).name]
@@ -223,11 +254,21 @@ def summarize_gaps(out: Path) -> list[dict]:
                 defect_gaps.setdefault(dt, []).append(100 * float(g))
         if not seeds:
             continue
-        rows.append({"k": k, "steps_per_class": steps, "image_size": size, "batch": batch, "seeds": seeds,
-                     "one_class": t_interval(oc_means), "multi_class": t_interval(mc_means),
-                     "gap": t_interval(gaps), "gap_per_seed": [round(g, 2) for g in gaps],
-                     "se_one_seed_multi_class": [round(x, 2) for x in ses],
-                     "gap_by_defect": {d: t_interval(v) for d, v in defect_gaps.items()}})
+        rows.append(
+            {
+                "k": k,
+                "steps_per_class": steps,
+                "image_size": size,
+                "batch": batch,
+                "seeds": seeds,
+                "one_class": t_interval(oc_means),
+                "multi_class": t_interval(mc_means),
+                "gap": t_interval(gaps),
+                "gap_per_seed": [round(g, 2) for g in gaps],
+                "se_one_seed_multi_class": [round(x, 2) for x in ses],
+                "gap_by_defect": {d: t_interval(v) for d, v in defect_gaps.items()},
+            }
+        )
     return rows
 
 
@@ -243,16 +284,19 @@ def cmd_summary(a) -> None:
     if a.json:
         print(json.dumps(rows, indent=1))
         return
-    print("gap = one-class RD − multi-class RD, mean image AUROC points, mean [95% t interval] over seeds; "
-          "n.s.: the interval contains 0")
-    print("| k | steps/class | px | seeds | one-class | multi-class | gap | SE one seed (MC) | "
-          "gap by defect type |")
+    print(
+        "gap = one-class RD − multi-class RD, mean image AUROC points, mean [95% t interval] over seeds; "
+        "n.s.: the interval contains 0"
+    )
+    print("| k | steps/class | px | seeds | one-class | multi-class | gap | SE one seed (MC) | gap by defect type |")
     print("|---:|---:|---:|---|---:|---:|---|---:|---|")
     for r in rows:
         defects = "; ".join(f"{d} {_fmt(f)}" for d, f in r["gap_by_defect"].items())
-        print(f"| {r['k']} | {r['steps_per_class']} | {r['image_size']} | {r['seeds']} | "
-              f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | "
-              f"{max(r['se_one_seed_multi_class']):.2f} | {defects} |")
+        print(
+            f"| {r['k']} | {r['steps_per_class']} | {r['image_size']} | {r['seeds']} | "
+            f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | "
+            f"{max(r['se_one_seed_multi_class']):.2f} | {defects} |"
+        )
 
 
 def main(argv=None) -> None:

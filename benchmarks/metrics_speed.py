@@ -28,7 +28,7 @@ def problem(n: int = 80, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np
         for _ in range(rng.integers(1, 4)):
             r, c = rng.integers(0, size - 8, 2)
             h, w = rng.integers(4, size // 4, 2)
-            masks[i, r:r + h, c:c + w] = 1
+            masks[i, r : r + h, c : c + w] = 1
     noise = ndimage.gaussian_filter(rng.random((n, size, size)), sigma=(0, 4, 4))
     amaps = (noise + 0.05 * ndimage.gaussian_filter(masks.astype(float), sigma=(0, 2, 2))).astype(np.float32)
     labels = masks.reshape(n, -1).max(1)
@@ -56,9 +56,19 @@ def main() -> None:
         t0 = time.perf_counter()
         res = metrics.summarize(scores, labels, amaps, masks)
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"module": a.module or "adkit.metrics", "n": a.n, "size": a.size, "repeat": a.repeat,
-                      "median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
-                      "values": res}))
+    print(
+        json.dumps(
+            {
+                "module": a.module or "adkit.metrics",
+                "n": a.n,
+                "size": a.size,
+                "repeat": a.repeat,
+                "median_s": round(statistics.median(times), 4),
+                "min_s": round(min(times), 4),
+                "values": res,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

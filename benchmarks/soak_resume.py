@@ -33,6 +33,7 @@ MODELS = ("rd", "fd", "rd+snl", "fd+snl", "dual")
 def write_dataset(root: Path, size: int = 32, n_train: int = 10, n_test: int = 4) -> Path:
     """Two classes in MVTec AD layout: noisy textures; defects are bright squares with masks."""
     rng = np.random.default_rng(0)
+
     def img(c: int, defect: bool) -> np.ndarray:
         a = (40 + 60 * c + rng.integers(0, 30, (size, size, 3))).astype(np.uint8)
         if defect:
@@ -62,9 +63,30 @@ def _env() -> dict:
 
 
 def train_args(model: str, root: Path, out: Path, iters: int) -> list[str]:
-    return _adkit("train", "--data", "mvtec", "--root", str(root), "--model", model, "--setting", "multi-class",
-                  "--image-size", "32", "--batch-size", "4", "--iters", str(iters), "--save-every", "5",
-                  "--seed", "7", "--quiet", "--out", str(out))
+    return _adkit(
+        "train",
+        "--data",
+        "mvtec",
+        "--root",
+        str(root),
+        "--model",
+        model,
+        "--setting",
+        "multi-class",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--iters",
+        str(iters),
+        "--save-every",
+        "5",
+        "--seed",
+        "7",
+        "--quiet",
+        "--out",
+        str(out),
+    )
 
 
 def _steps_done(run: Path) -> int:
@@ -87,8 +109,7 @@ def evaluate(run: Path) -> dict:
     return res
 
 
-def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, iters: int = 200,
-         log=print) -> bool:
+def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, iters: int = 200, log=print) -> bool:
     ref, run = work / f"{model}-ref", work / f"{model}-soak"
     t0 = time.monotonic()
     subprocess.run(train_args(model, root, ref, iters), env=_env(), check=True, capture_output=True)
@@ -106,8 +127,9 @@ def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, ite
         plan.insert(rng.randint(0, len(plan)), None)
     killed, steps = 0, []
     for target in plan:
-        p = subprocess.Popen(train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            train_args(model, root, run, iters), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + rng.uniform(0.05, 0.4) * span if target is None else None
         extra = rng.uniform(0.0, 5 * step_s)
         while p.poll() is None:
@@ -128,10 +150,12 @@ def soak(model: str, root: Path, work: Path, kills: int, rng: random.Random, ite
         return False
     got = evaluate(run)
     same = got == want
-    log(f"{model}: killed {killed} times (checkpoint at step {', '.join(map(str, steps))} of {iters} after each "
+    log(
+        f"{model}: killed {killed} times (checkpoint at step {', '.join(map(str, steps))} of {iters} after each "
         f"kill; '-' = none yet), reference run {span:.1f} s; final eval "
         f"{'identical' if same else 'DIFFERENT'} (image AUROC {got['mean']['image_auroc']:.4f} vs "
-        f"{want['mean']['image_auroc']:.4f})")
+        f"{want['mean']['image_auroc']:.4f})"
+    )
     return same
 
 

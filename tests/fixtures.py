@@ -152,17 +152,13 @@ def write_realiad(
     for cls in classes:
         split_items: dict = {"train": [], "test": []}
         sample = 0
-        groups = [("train", "OK", n_ok_train), ("test", "OK", n_ok_test)] + [
-            ("test", c, n) for c, n in ng.items()
-        ]
+        groups = [("train", "OK", n_ok_train), ("test", "OK", n_ok_test)] + [("test", c, n) for c, n in ng.items()]
         for split, code, n in groups:
             for _ in range(n):
                 sample += 1
                 folder = f"OK/S{sample:04d}" if code == "OK" else f"NG/{code}/S{sample:04d}"
                 for view in views:
-                    stem = (
-                        f"{cls}_{sample:04d}_{'OK' if code == 'OK' else 'NG_' + code}_{view}_20230922104327"
-                    )
+                    stem = f"{cls}_{sample:04d}_{'OK' if code == 'OK' else 'NG_' + code}_{view}_20230922104327"
                     item = {
                         "category": cls,
                         "anomaly_class": code,
@@ -259,9 +255,7 @@ def write_fashion_mnist(root: Path, n_train: int = 2, n_test: int = 1, gz: bool 
     root.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         y = np.repeat(np.arange(10), n).astype(np.uint8)
-        x = (y[:, None, None] * 20 + np.tile(np.arange(n), 10)[:, None, None] + np.zeros((1, 28, 28))).astype(
-            np.uint8
-        )
+        x = (y[:, None, None] * 20 + np.tile(np.arange(n), 10)[:, None, None] + np.zeros((1, 28, 28))).astype(np.uint8)
         for name, arr in ((f"{prefix}-images-idx3-ubyte", x), (f"{prefix}-labels-idx1-ubyte", y)):
             if gz:
                 (root / f"{name}.gz").write_bytes(gzip.compress(idx_bytes(arr)))

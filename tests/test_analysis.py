@@ -33,18 +33,31 @@ def _class(rng, scores, labels, defects, size=16, name="x"):
         amap[i, 5, 5] = scores[i]
         if labels[i]:
             mask[i, 4:8, 4:8] = True
-    return {"score": np.asarray(scores, np.float32), "label": np.asarray(labels), "amap": amap, "mask": mask,
-            "defect": list(defects),
-            "path": [f"data/{name},{i}/test/\"{d}\"/{i:03d}.png" for i, d in enumerate(defects)]}
+    return {
+        "score": np.asarray(scores, np.float32),
+        "label": np.asarray(labels),
+        "amap": amap,
+        "mask": mask,
+        "defect": list(defects),
+        "path": [f'data/{name},{i}/test/"{d}"/{i:03d}.png' for i, d in enumerate(defects)],
+    }
 
 
 @pytest.fixture()
 def preds_images():
     rng = np.random.default_rng(0)
-    preds = {"brick": _class(rng, SCORES, LABELS, ["good", "good", "scratch", "scratch", "good", "color_spot"],
-                             name="brick"),
-             "cat": _class(rng, [0.2, 0.3, 0.45, 0.6, 0.05], [0, 0, 0, 1, 1],
-                           ["good", "good", "good", "scratch", "color_spot"], name="cat")}
+    preds = {
+        "brick": _class(
+            rng, SCORES, LABELS, ["good", "good", "scratch", "scratch", "good", "color_spot"], name="brick"
+        ),
+        "cat": _class(
+            rng,
+            [0.2, 0.3, 0.45, 0.6, 0.05],
+            [0, 0, 0, 1, 1],
+            ["good", "good", "good", "scratch", "color_spot"],
+            name="cat",
+        ),
+    }
     images = {c: rng.integers(0, 255, (len(p["score"]), 16, 16, 3), dtype=np.uint8) for c, p in preds.items()}
     return preds, images
 
@@ -103,8 +116,11 @@ def test_default_threshold_is_the_pooled_f1_optimum(preds_images):
     preds, _ = preds_images
     s, y = analysis.pooled(preds)
     t = analysis.default_threshold(preds)
-    f1 = {float(u): 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"]) for u in np.unique(s)
-          for c in [analysis.confusion(s, y, u)]}
+    f1 = {
+        float(u): 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"])
+        for u in np.unique(s)
+        for c in [analysis.confusion(s, y, u)]
+    }
     assert f1[float(t)] == pytest.approx(max(f1.values()))
 
 
@@ -127,7 +143,9 @@ def test_worst_lists_exactly_the_failures_worst_first(preds_images):
     assert fn == [("cat", 4), ("brick", 2)]  # scores 0.05, 0.35
     assert w[analysis.FN][1]["defect"] == "scratch" and w[analysis.FN][1]["score"] == pytest.approx(0.35)
     assert analysis.worst(preds, 0.4, n=1, classes=["cat"]) == {
-        analysis.FP: [w[analysis.FP][1]], analysis.FN: [w[analysis.FN][0]]}
+        analysis.FP: [w[analysis.FP][1]],
+        analysis.FN: [w[analysis.FN][0]],
+    }
 
 
 def test_failure_items_show_maps_relative_to_the_class_normals(preds_images):
@@ -165,8 +183,9 @@ def test_export_writes_a_png_per_failure_and_the_csv_round_trips(preds_images, t
     rows = analysis.read_failures(csv_path)
     w = analysis.worst(preds, 0.4)
     expected = w[analysis.FP] + w[analysis.FN]
-    assert [(r["path"], r["class"], r["defect"], r["score"], r["verdict"]) for r in rows] == \
-        [(e["path"], e["class"], e["defect"], e["score"], e["verdict"]) for e in expected]  # scores exactly
+    assert [(r["path"], r["class"], r["defect"], r["score"], r["verdict"]) for r in rows] == [
+        (e["path"], e["class"], e["defect"], e["score"], e["verdict"]) for e in expected
+    ]  # scores exactly
     assert "," in rows[0]["path"] and '"' in rows[0]["path"]  # quoted and read back
     pngs = sorted(p.name for p in csv_path.parent.glob("*.png"))
     assert pngs == sorted(r["png"] for r in rows) and len(pngs) == 5

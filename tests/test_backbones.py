@@ -17,7 +17,8 @@ from adkit import backbones
 def _classify(model, img: np.ndarray) -> list[int]:
     x = torch.from_numpy(np.array(Image.fromarray(img).resize((224, 224)))).permute(2, 0, 1).float()[None] / 255
     x = (x - torch.tensor(backbones.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(backbones.IMAGENET_STD).view(
-        1, 3, 1, 1)
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         return model(x).topk(5).indices[0].tolist()
 
@@ -29,8 +30,9 @@ def test_embedded_weights_are_real_imagenet_weights():
     assert 281 <= top_cat[0] <= 285  # a cat class (tabby .. Egyptian cat)
     assert top_coffee[0] == 967  # espresso
     rand = timm.create_model(backbones.EMBEDDED, pretrained=False).eval()
-    assert not (281 <= _classify(rand, skimage.data.chelsea())[0] <= 285 and
-                _classify(rand, skimage.data.coffee())[0] == 967)
+    assert not (
+        281 <= _classify(rand, skimage.data.chelsea())[0] <= 285 and _classify(rand, skimage.data.coffee())[0] == 967
+    )
 
 
 def test_teacher_stages_strides_and_frozen(teacher):
@@ -38,8 +40,9 @@ def test_teacher_stages_strides_and_frozen(teacher):
     assert teacher.channels == [24, 40, 112]  # efficientnet_lite0's stages 1-3 (timm's feature_info says so too)
     x = torch.rand(2, 3, 64, 64)
     feats = teacher(x)
-    assert [tuple(f.shape) for f in feats] == [(2, c, 64 // s, 64 // s) for c, s in zip(teacher.channels,
-                                                                                       teacher.strides)]
+    assert [tuple(f.shape) for f in feats] == [
+        (2, c, 64 // s, 64 // s) for c, s in zip(teacher.channels, teacher.strides)
+    ]
     assert all(not p.requires_grad for p in teacher.parameters())
     teacher.train()
     assert not teacher.training  # stays frozen, BN included
@@ -109,9 +112,28 @@ def test_cli_train_with_hub_backbone_offline_fails_fast_and_clearly(tmp_path, mv
     subprocess.run([sys.executable, "-c", "import adkit.train"], check=True, timeout=300, env=env)
     startup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "adkit.cli", "train", "--data", "mvtec", "--root", str(mvtec_root),
-                        "--backbone", "wide_resnet50_2", "--iters", "1", "--out", str(tmp_path / "run")],
-                       capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adkit.cli",
+            "train",
+            "--data",
+            "mvtec",
+            "--root",
+            str(mvtec_root),
+            "--backbone",
+            "wide_resnet50_2",
+            "--iters",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode != 0
     assert time.perf_counter() - t0 < startup + 10  # no network timeouts or retries on top of start-up
     assert "efficientnet_lite0" in r.stderr and "--weights" in r.stderr
@@ -125,6 +147,28 @@ def test_cli_train_with_local_weights_file(tmp_path, mvtec_root):
 
     sd = {k: v.contiguous() for k, v in timm.create_model("resnet18", pretrained=False).state_dict().items()}
     save_file(sd, str(tmp_path / "r18.safetensors"))
-    assert main(["train", "--data", "mvtec", "--root", str(mvtec_root), "--backbone", "resnet18", "--weights",
-                 str(tmp_path / "r18.safetensors"), "--image-size", "32", "--iters", "2", "--batch-size", "2",
-                 "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "mvtec",
+                "--root",
+                str(mvtec_root),
+                "--backbone",
+                "resnet18",
+                "--weights",
+                str(tmp_path / "r18.safetensors"),
+                "--image-size",
+                "32",
+                "--iters",
+                "2",
+                "--batch-size",
+                "2",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )

@@ -13,8 +13,14 @@ import pytest
 
 from adkit import bench
 
-KEYS = ("train_img_s_cached", "train_img_s_uncached", "infer_img_s", "teacher_img_s", "infer_over_teacher",
-        "peak_rss_mb")
+KEYS = (
+    "train_img_s_cached",
+    "train_img_s_uncached",
+    "infer_img_s",
+    "teacher_img_s",
+    "infer_over_teacher",
+    "peak_rss_mb",
+)
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "vs_anomalib.py"
 
 
@@ -45,8 +51,24 @@ def test_vs_anomalib_without_anomalib_exits_2_with_one_line(monkeypatch, capsys)
 @pytest.mark.slow
 def test_vs_anomalib_runs_when_installed():
     pytest.importorskip("anomalib")
-    r = subprocess.run([sys.executable, str(SCRIPT), "--image-size", "32", "--batch-size", "2", "--steps", "1",
-                        "--warmup", "0", "--json"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--image-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     import json
 

@@ -36,9 +36,17 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 CHROMIUM = os.environ.get("ADKIT_CHROMIUM", "/usr/bin/chromium")
 # no GPU, no sandbox (root in CI), and nothing that calls home: the network is closed in CI
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 RUN_TIMEOUT = float(os.environ.get("ADKIT_BROWSER_TIMEOUT", 1800))  # s per notebook; cold on 2 cores: ≤ 5 min
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXPLORERS = ("probe_explorer", "test_set_browser", "threshold_explorer")  # adkit.widgets: controls + a figure
@@ -93,22 +101,47 @@ class Lab:
         # the notebooks' kernelspec `python3`, pinned to the interpreter running pytest
         spec = state / "jupyter" / "kernels" / "python3"
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (ipykernel)", "language": "python"}))
-        env = {**os.environ, "JUPYTER_PATH": str(state / "jupyter"), "JUPYTER_CONFIG_DIR": str(state / "config"),
-               "JUPYTER_RUNTIME_DIR": str(state / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(settings),
-               "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
-               "ADKIT_DATA": os.environ.get("ADKIT_DATA") or str(REPO / "data")}
+        (spec / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    "display_name": "Python 3 (ipykernel)",
+                    "language": "python",
+                }
+            )
+        )
+        env = {
+            **os.environ,
+            "JUPYTER_PATH": str(state / "jupyter"),
+            "JUPYTER_CONFIG_DIR": str(state / "config"),
+            "JUPYTER_RUNTIME_DIR": str(state / "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(state / "workspaces"),
+            "ADKIT_DATA": os.environ.get("ADKIT_DATA") or str(REPO / "data"),
+        }
         env.pop("MPLBACKEND", None)  # CI sets Agg; a kernel shows figures inline, as for a user
         self.log = (state / "jupyter-lab.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly"]
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.port={self.port}",
+                "--ServerApp.port_retries=0",
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.root_dir={root}",
+                "--ServerApp.terminals_enabled=False",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.extension_manager=readonly",
+            ]
             + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # CI runs as root
-            cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=root,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 180
         while True:
             if self.proc.poll() is not None:
@@ -126,8 +159,9 @@ class Lab:
         return Path(self.log.name).read_text()[-4000:]
 
     def api(self, path: str, method: str = "GET"):
-        req = urllib.request.Request(f"{self.url}/api/{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
+        req = urllib.request.Request(
+            f"{self.url}/api/{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             body = r.read()
         return json.loads(body) if body else None
@@ -186,16 +220,20 @@ def browser(lab):
 
 
 def _prompts(page) -> list[str]:
-    return page.eval_on_selector_all(".jp-Notebook .jp-CodeCell .jp-InputPrompt",
-                                     "els => els.map(e => e.textContent.trim())")
+    return page.eval_on_selector_all(
+        ".jp-Notebook .jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())"
+    )
 
 
 def _run_all(page, lab: Lab, path: str) -> None:
     """Run > Run All Cells, then wait until no cell is queued or running and the kernel has stayed idle."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    page.wait_for_function("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
-                           ".some(e => e.textContent.includes('*') || /\\d/.test(e.textContent))", timeout=60_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
+        ".some(e => e.textContent.includes('*') || /\\d/.test(e.textContent))",
+        timeout=60_000,
+    )
     deadline, quiet = time.monotonic() + RUN_TIMEOUT, 0
     while quiet < 3:
         if time.monotonic() > deadline:
@@ -230,10 +268,12 @@ def _move_controls(page, view, where: str) -> None:
         moves.append(("slider", lambda: (slider.focus(), page.keyboard.press("ArrowRight"))))
     select = view.locator(".widget-dropdown select").first
     if select.count():
+
         def pick():
             options = select.locator("option").all_text_contents()
             current = select.input_value()
             select.select_option(next(o for o in options if o != current))
+
         moves.append(("dropdown", pick))
     assert moves, f"{where}: an explorer without a slider or dropdown"
     for name, move in moves:
@@ -250,8 +290,9 @@ def _move_controls(page, view, where: str) -> None:
 
 def _screenshot(page, name: str) -> None:
     """The whole notebook in one picture: the viewport grows to the notebook's height."""
-    height = page.evaluate("() => Math.max(...[...document.querySelectorAll('.jp-WindowedPanel-outer')]"
-                           ".map(e => e.scrollHeight), 900)")
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('.jp-WindowedPanel-outer')].map(e => e.scrollHeight), 900)"
+    )
     page.set_viewport_size({"width": 1400, "height": min(int(height) + 200, 30000)})
     page.evaluate("() => document.querySelectorAll('.jp-WindowedPanel-outer').forEach(e => { e.scrollTop = 0; })")
     page.wait_for_timeout(1500)
@@ -277,8 +318,13 @@ def test_notebook_runs_in_jupyterlab(notebook: Path, lab: Lab, browser):
         code = [c for c in nb.cells if c.cell_type == "code"]
 
         # no error output; every code cell ran (Run All stops at the first error)
-        errors = [f"cell {i}: {o.ename}: {o.evalue}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
-                  for o in c.outputs if o.output_type == "error"]
+        errors = [
+            f"cell {i}: {o.ename}: {o.evalue}"
+            for i, c in enumerate(nb.cells)
+            if c.cell_type == "code"
+            for o in c.outputs
+            if o.output_type == "error"
+        ]
         assert not errors, f"{path}: " + "; ".join(errors)
         not_run = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is None]
         assert not not_run, f"{path}: cells {not_run} did not run"

@@ -12,8 +12,9 @@ from adkit import models
 from adkit.train import fit
 
 
-def rd_map_by_hand(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: tuple[int, int],
-                   sigma: float = 4.0) -> torch.Tensor:
+def rd_map_by_hand(
+    t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], size: tuple[int, int], sigma: float = 4.0
+) -> torch.Tensor:
     """Per stage 1 − cos along channels, bilinear to `size`, summed, Gaussian blur σ (separable, reflect)."""
     per_stage = []
     for t, s in zip(t_feats, s_feats, strict=True):
@@ -21,7 +22,7 @@ def rd_map_by_hand(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor], siz
         per_stage.append(1 - cos)  # (B,1,h,w)
     local = sum(F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in per_stage)
     r = math.ceil(4 * sigma)
-    k = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma**2))
+    k = torch.exp(-(torch.arange(-r, r + 1.0) ** 2) / (2 * sigma**2))
     k = k / k.sum()
     rows = F.conv2d(F.pad(local, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
     return F.conv2d(F.pad(rows, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
@@ -55,8 +56,10 @@ def test_training_loop_by_hand_equals_fit(teacher):
         idx = torch.randint(0, len(x), (batch,), generator=g)
         t_feats = [t[idx].float() for t in t_all]
         s_feats = hand.decoder(hand.ocbe(t_feats))
-        loss = sum((1 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1)).mean()
-                   for t, s in zip(t_feats, s_feats, strict=True))
+        loss = sum(
+            (1 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1)).mean()
+            for t, s in zip(t_feats, s_feats, strict=True)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -38,9 +38,28 @@ def test_data_check_lists_every_problem_and_fails(mvtec_root, capsys):
 
 def test_train_eval_probe_on_a_tiny_dataset(tmp_path, mvtec_root, capsys):
     run = tmp_path / "run"
-    args = ["train", "--data", "mvtec", "--root", str(mvtec_root), "--setting", "one-class", "--model", "fd",
-            "--image-size", "32", "--iters", "3", "--batch-size", "2", "--out", str(run), "--quiet",
-            "--opt", "map_fusion=sum"]
+    args = [
+        "train",
+        "--data",
+        "mvtec",
+        "--root",
+        str(mvtec_root),
+        "--setting",
+        "one-class",
+        "--model",
+        "fd",
+        "--image-size",
+        "32",
+        "--iters",
+        "3",
+        "--batch-size",
+        "2",
+        "--out",
+        str(run),
+        "--quiet",
+        "--opt",
+        "map_fusion=sum",
+    ]
     assert main(args) == 0
     assert main(["eval", str(run), "--json"]) == 0
     res = _json(capsys)
@@ -62,8 +81,25 @@ def test_bad_input_gives_a_clear_error_not_a_traceback(tmp_path, capsys):
 
 
 def test_bench_json(capsys):
-    assert main(["bench", "--model", "rd", "--image-size", "32", "--batch-size", "2", "--steps", "1",
-                 "--warmup", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                "rd",
+                "--image-size",
+                "32",
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = _json(capsys)
     assert res["train_img_per_s"] > 0 and res["infer_img_per_s"] > 0 and res["peak_rss_mb"] > 0
 

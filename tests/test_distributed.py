@@ -16,7 +16,7 @@ from adkit import checkpoint, runs
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
-GRADIENT_CHECK = textwrap.dedent('''
+GRADIENT_CHECK = textwrap.dedent("""
     import copy, json, sys
     import torch
     from adkit import backbones, distributed, models
@@ -38,7 +38,7 @@ GRADIENT_CHECK = textwrap.dedent('''
              if "running" in n)
     with open(f"{sys.argv[2]}/rank{distributed.rank()}.json", "w") as f:  # one file each: stdout interleaves
         json.dump({"rank": distributed.rank(), "grad_err": err, "bn_err": bn}, f)
-''')
+""")
 
 
 @pytest.mark.slow
@@ -48,8 +48,9 @@ def test_two_processes_compute_the_one_process_gradient(tmp_path, model):
     the BatchNorm running statistics equal those of one process on the whole batch."""
     script = tmp_path / "grad.py"
     script.write_text(GRADIENT_CHECK)
-    r = subprocess.run(TORCHRUN + [str(script), model, str(tmp_path)], capture_output=True, text=True, env=ENV,
-                       timeout=600)
+    r = subprocess.run(
+        TORCHRUN + [str(script), model, str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(row["rank"] for row in rows) == [0, 1]
@@ -67,8 +68,7 @@ def test_torchrun_resumes_a_run_trains_and_rank_zero_writes(tmp_path, monkeypatc
     root = tmp_path / "data"
     write_mvtec(root, classes=("bottle", "cable"), n_train=8)
     torch.set_num_threads(1)  # as the torchrun processes (OMP_NUM_THREADS=1): the same arithmetic
-    cfg = TrainConfig(data="mvtec", root=str(root), model="rd", image_size=32, batch_size=8, iters=12,
-                      save_every=4)
+    cfg = TrainConfig(data="mvtec", root=str(root), model="rd", image_size=32, batch_size=8, iters=12, save_every=4)
     one = train(cfg, tmp_path / "one", progress=False)
     real_fit = T.fit
 
@@ -76,6 +76,7 @@ def test_torchrun_resumes_a_run_trains_and_rank_zero_writes(tmp_path, monkeypatc
         def stop(step, row):
             if step == 5:
                 raise KeyboardInterrupt
+
         return real_fit(*args, **dict(kwargs, callback=stop))
 
     monkeypatch.setattr(T, "fit", stop_after_step_five)
@@ -83,8 +84,28 @@ def test_torchrun_resumes_a_run_trains_and_rank_zero_writes(tmp_path, monkeypatc
         train(cfg, tmp_path / "two", progress=False)
     ck = runs.checkpoint_path(tmp_path / "two", "all")
     assert checkpoint.read_info(ck)["step"] == 4
-    args = ["-m", "adkit", "train", "--data", "mvtec", "--root", str(root), "--model", "rd", "--image-size", "32",
-            "--batch-size", "8", "--iters", "12", "--save-every", "4", "--quiet", "--out", str(tmp_path / "two")]
+    args = [
+        "-m",
+        "adkit",
+        "train",
+        "--data",
+        "mvtec",
+        "--root",
+        str(root),
+        "--model",
+        "rd",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--iters",
+        "12",
+        "--save-every",
+        "4",
+        "--quiet",
+        "--out",
+        str(tmp_path / "two"),
+    ]
     two = subprocess.run(TORCHRUN + args, env=ENV, capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stderr.count("trained rd") == 1  # rank 0 alone reports (and writes)
@@ -97,8 +118,13 @@ def test_torchrun_resumes_a_run_trains_and_rank_zero_writes(tmp_path, monkeypatc
     # the first two-process step starts from the same weights and optimizer state and sees the same global
     # batch; its loss, the mean over both ranks' shares, is the one-process loss up to float32 rounding
     assert abs(a[4]["loss"] - b[4]["loss"]) < 1e-4 * abs(a[4]["loss"])
-    ev = subprocess.run([sys.executable, "-m", "adkit", "eval", str(tmp_path / "two"), "--json"], env=ENV,
-                        capture_output=True, text=True, timeout=600)
+    ev = subprocess.run(
+        [sys.executable, "-m", "adkit", "eval", str(tmp_path / "two"), "--json"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ev.returncode == 0 and json.loads(ev.stdout)["mean"]["image_auroc"] is not None
 
 
@@ -106,6 +132,22 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused(tmp_path, mvt
     from adkit.cli import main
 
     monkeypatch.setenv("WORLD_SIZE", "3")
-    code = main(["train", "--data", "mvtec", "--root", str(mvtec_root), "--image-size", "32", "--batch-size", "8",
-                 "--iters", "2", "--quiet", "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "train",
+            "--data",
+            "mvtec",
+            "--root",
+            str(mvtec_root),
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--iters",
+            "2",
+            "--quiet",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 2 and "--batch-size 8" in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -165,8 +165,16 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
     from adkit.ablation import dual_ablation, dual_markdown
     from adkit.train import TrainConfig, train
 
-    cfg = TrainConfig(data="mvtec", root=str(mvtec_root), setting="multi-class", model="dual", image_size=32,
-                      iters=4, batch_size=4, options={"calib_holdout": 0.25})
+    cfg = TrainConfig(
+        data="mvtec",
+        root=str(mvtec_root),
+        setting="multi-class",
+        model="dual",
+        image_size=32,
+        iters=4,
+        batch_size=4,
+        options={"calib_holdout": 0.25},
+    )
     run = train(cfg, tmp_path / "run", progress=False)
     rows = dual_ablation(run)
     assert len(rows) == 4 and all(set(r) == {"local", "semantic", "sum", "noisy_or"} for r in rows.values())
@@ -174,8 +182,9 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
     # a branch alone ranks raw scores: no calibration changes it
     assert len({(r["local"], r["semantic"]) for r in rows.values()}) == 1
     assert "| exp link, calibrated on held-out normals |" in dual_markdown(rows)
-    rd = train(TrainConfig(**{**cfg.to_dict(), "model": "rd", "options": {}, "classes": None}), tmp_path / "rd",
-               progress=False)
+    rd = train(
+        TrainConfig(**{**cfg.to_dict(), "model": "rd", "options": {}, "classes": None}), tmp_path / "rd", progress=False
+    )
     with pytest.raises(ValueError, match="dual"):
         dual_ablation(rd)
 
@@ -184,12 +193,19 @@ def test_comparison_table_lists_each_dual_score_and_each_snl_map():
     from adkit.demo import comparison_table
 
     def result(**extra):
-        return {"classes": {"cat": {"image_auroc": 0.5}}, "defects": {},
-                "mean": {"image_auroc": 0.5, "pixel_auroc": 0.6, "aupro": 0.4}, **extra}
+        return {
+            "classes": {"cat": {"image_auroc": 0.5}},
+            "defects": {},
+            "mean": {"image_auroc": 0.5, "pixel_auroc": 0.6, "aupro": 0.4},
+            **extra,
+        }
 
-    table = comparison_table({"RD+SNL": result(maps={"local": {"image_auroc": 0.81, "pixel_auroc": 0.9}}),
-                              "dual": result(scores={"score_local": {"image_auroc": 0.91},
-                                                     "score_noisy_or": {"image_auroc": 0.786}})})
+    table = comparison_table(
+        {
+            "RD+SNL": result(maps={"local": {"image_auroc": 0.81, "pixel_auroc": 0.9}}),
+            "dual": result(scores={"score_local": {"image_auroc": 0.91}, "score_noisy_or": {"image_auroc": 0.786}}),
+        }
+    )
     assert "- RD+SNL: local  81.0 /  90.0" in table
     assert "- dual: local  91.0, noisy_or  78.6" in table
     assert "dual:" not in table.split("SNL maps alone")[1].split("Image scores")[0]  # each run under its own heading

@@ -49,8 +49,21 @@ def error_line(err: str, *needles: str) -> str:
 
 
 def train_args(root, out, *extra) -> list[str]:
-    return ["train", "--data", "mvtec", "--root", root, "--setting", "multi-class", "--model", "rd",
-            *TINY, "--out", out, *extra]
+    return [
+        "train",
+        "--data",
+        "mvtec",
+        "--root",
+        root,
+        "--setting",
+        "multi-class",
+        "--model",
+        "rd",
+        *TINY,
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 @pytest.fixture()
@@ -98,8 +111,9 @@ def test_a_crafted_run_folder_cannot_make_eval_unpickle(tmp_path, capsys):
     root = tmp_path / "cifar"
     write_cifar10(root, n_train=2, n_test=1)
     out = tmp_path / "run"
-    code, _, err = cli(capsys, "train", "--data", "cifar10", "--root", root, "--classes", "cat", "--model", "fd",
-                       *TINY, "--out", out)
+    code, _, err = cli(
+        capsys, "train", "--data", "cifar10", "--root", root, "--classes", "cat", "--model", "fd", *TINY, "--out", out
+    )
     assert code == 0, err
     marker = tmp_path / "pwned"
     (root / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps(Evil(marker), protocol=2))
@@ -118,14 +132,17 @@ def test_run_settings_are_validated_before_use(run, capsys, bad):
     error_line(err, "settings.json")
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: m["train"].update(model="evil"),
-    lambda m: m["train"].update(data="pickle"),
-    lambda m: m["train"].update(iters="6"),  # a TypeError today, one line here
-    lambda m: m["train"].update(surprise=1),
-    lambda m: m.update(extra=1),
-    lambda m: m.update(train=[1, 2]),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["train"].update(model="evil"),
+        lambda m: m["train"].update(data="pickle"),
+        lambda m: m["train"].update(iters="6"),  # a TypeError today, one line here
+        lambda m: m["train"].update(surprise=1),
+        lambda m: m.update(extra=1),
+        lambda m: m.update(train=[1, 2]),
+    ],
+)
 def test_run_settings_schema(run, capsys, edit):
     meta = json.loads((run / "settings.json").read_text())
     edit(meta)
@@ -243,8 +260,9 @@ def test_class_names_with_dots_get_their_own_checkpoints(tmp_path, capsys):
     root = tmp_path / "data"
     write_mvtec(root, classes=("part.v1", "part.v2", "Ünïcode ✓"), n_train=3)
     out = tmp_path / "r"
-    code, _, err = cli(capsys, "train", "--data", "mvtec", "--root", root, "--setting", "one-class", *TINY,
-                       "--out", out)
+    code, _, err = cli(
+        capsys, "train", "--data", "mvtec", "--root", root, "--setting", "one-class", *TINY, "--out", out
+    )
     assert code == 0, err
     files = sorted(p.name for p in (out / "models").iterdir())
     assert len(files) == 3 and len(set(files)) == 3, files
@@ -261,8 +279,9 @@ def test_resume_is_bit_identical_for_every_model(tmp_path, mvtec_root, monkeypat
     import adkit.train as T
     from adkit.train import TrainConfig, train
 
-    cfg = TrainConfig(data="mvtec", root=str(mvtec_root), model=model, image_size=32, iters=6, batch_size=2,
-                      save_every=2, seed=3)
+    cfg = TrainConfig(
+        data="mvtec", root=str(mvtec_root), model=model, image_size=32, iters=6, batch_size=2, save_every=2, seed=3
+    )
     straight = train(cfg, tmp_path / "a", progress=False)
     real_fit = T.fit
 
@@ -270,6 +289,7 @@ def test_resume_is_bit_identical_for_every_model(tmp_path, mvtec_root, monkeypat
         def stop(step, row):
             if step == 3:  # after the checkpoint at step 2; steps 3 and 4 are lost and redone
                 raise KeyboardInterrupt
+
         return real_fit(*args, **dict(kwargs, callback=stop))
 
     monkeypatch.setattr(T, "fit", interrupted)
@@ -313,19 +333,22 @@ def test_eval_on_a_full_disk_prints_results_and_keeps_the_old_file(run, capsys, 
 
 
 # -- bad input: one clear line, nothing written ---------------------------------------------------------
-@pytest.mark.parametrize("extra, needle", [
-    (["--model", "nope"], "invalid choice"),
-    (["--backbone", "no_such_net"], "--backbone"),
-    (["--opt", "no_such_option=1"], "--opt"),
-    (["--opt", "novalue"], "--opt"),
-    (["--image-size", "0"], "--image-size"),
-    (["--image-size", "37"], "multiple of 32"),
-    (["--save-every", "0"], "--save-every"),
-    (["--iters", "0"], "--iters"),
-    (["--batch-size", "-1"], "--batch-size"),
-    (["--seeds", "0,x"], "--seeds"),
-    (["--classes", "nope"], "unknown class"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--model", "nope"], "invalid choice"),
+        (["--backbone", "no_such_net"], "--backbone"),
+        (["--opt", "no_such_option=1"], "--opt"),
+        (["--opt", "novalue"], "--opt"),
+        (["--image-size", "0"], "--image-size"),
+        (["--image-size", "37"], "multiple of 32"),
+        (["--save-every", "0"], "--save-every"),
+        (["--iters", "0"], "--iters"),
+        (["--batch-size", "-1"], "--batch-size"),
+        (["--seeds", "0,x"], "--seeds"),
+        (["--classes", "nope"], "unknown class"),
+    ],
+)
 def test_bad_arguments_write_nothing(tmp_path, mvtec_root, capsys, extra, needle):
     out = tmp_path / "r"
     code, _, err = cli(capsys, *train_args(mvtec_root, out, *extra))
@@ -357,8 +380,7 @@ def test_sixteen_bit_grayscale_keeps_its_values(tmp_path):
     assert abs(int(got[0, 32, 0]) - round(65535 * 32 / 63 / 257)) <= 1  # mid-grey stays mid-grey
 
 
-def test_a_decompression_bomb_is_reported_by_file_and_the_check_goes_on(tmp_path, mvtec_root, capsys,
-                                                                        monkeypatch):
+def test_a_decompression_bomb_is_reported_by_file_and_the_check_goes_on(tmp_path, mvtec_root, capsys, monkeypatch):
     monkeypatch.setenv("ADKIT_MAX_IMAGE_PIXELS", "500")  # 32x32 images pass, a bigger one is a "bomb"
     Image.new("RGB", (64, 64)).save(mvtec_root / "bottle" / "train" / "good" / "bomb.png")
     code, out, err = cli(capsys, "data", "check", "--data", "mvtec", "--root", mvtec_root, "--json")
@@ -386,7 +408,8 @@ def test_broken_data_roots_and_files_name_the_file(tmp_path, mvtec_root, capsys,
         target = "000.png"
     else:
         (mvtec_root / "bottle" / "train" / "good" / "loop.png").symlink_to(
-            mvtec_root / "bottle" / "train" / "good" / "loop.png")
+            mvtec_root / "bottle" / "train" / "good" / "loop.png"
+        )
         target = "loop.png"
     code, _, err = cli(capsys, *train_args(root, tmp_path / "r"))
     assert code in (1, 2) and not (tmp_path / "r").exists()
@@ -397,11 +420,15 @@ def test_probe_and_eval_refuse_classes_the_run_never_saw(tmp_path, capsys):
     root = tmp_path / "data"
     write_mvtec(root, classes=("bottle", "cable", "screw"), n_train=3)
     out = tmp_path / "r"
-    code, _, err = cli(capsys, "train", "--data", "mvtec", "--root", root, "--classes", "bottle,cable", *TINY,
-                       "--out", out)
+    code, _, err = cli(
+        capsys, "train", "--data", "mvtec", "--root", root, "--classes", "bottle,cable", *TINY, "--out", out
+    )
     assert code == 0, err
-    for args in (["eval", out, "--classes", "screw"], ["probe", "mixup", out, "--classes", "bottle,screw"],
-                 ["probe", "cutpaste", out, "--classes", "bottle,screw"]):
+    for args in (
+        ["eval", out, "--classes", "screw"],
+        ["probe", "mixup", out, "--classes", "bottle,screw"],
+        ["probe", "cutpaste", out, "--classes", "bottle,screw"],
+    ):
         code, _, err = cli(capsys, *args)
         assert code == 2
         error_line(err, "screw", "bottle, cable")
@@ -430,8 +457,13 @@ def test_no_traceback_from_a_real_process(tmp_path, mvtec_root):
     """The console script as a user runs it: bad arguments and bad files give one line and the right code."""
     exe = [sys.executable, "-m", "adkit.cli"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    usage = subprocess.run(exe + train_args(mvtec_root, tmp_path / "r", "--image-size", "40"), capture_output=True,
-                           text=True, env=env, timeout=300)
+    usage = subprocess.run(
+        exe + train_args(mvtec_root, tmp_path / "r", "--image-size", "40"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert usage.returncode == 2 and "Traceback" not in usage.stderr and not (tmp_path / "r").exists()
     assert usage.stderr.strip().splitlines()[-1].startswith("adkit: error: --image-size 40")
     (tmp_path / "bad").mkdir()

@@ -246,9 +246,7 @@ def test_cifar10_one_vs_rest_and_multi_class(tmp_path):
     test = cifar.records(tmp_path, "test", classes=["cat"])
     assert len(test) == 10 and sum(r.label for r in test) == 9
     assert {r.defect for r in test if r.label} == set(semantic.CLASS_NAMES["cifar10"]) - {"cat"}
-    assert all(
-        dict(r.meta)["true_class"] == semantic.CLASS_NAMES["cifar10"][r.array[0, 0, 0] // 10] for r in test
-    )
+    assert all(dict(r.meta)["true_class"] == semantic.CLASS_NAMES["cifar10"][r.array[0, 0, 0] // 10] for r in test)
     assert all(r.mask_paths == () for r in test)
 
     split = semantic.UNIAD_CIFAR10_SPLITS[2]  # even classes normal
@@ -346,6 +344,16 @@ def test_cifar10_and_cifar100_names_pick_their_dataset(tmp_path):
     r10 = data.load_records("cifar10", tmp_path, "test", ["airplane"])
     r100 = data.load_records("cifar100", tmp_path, "test", None)
     assert r10 and r100
-    assert {r.defect for r in r10} <= {"good", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                                         "truck"}
+    assert {r.defect for r in r10} <= {
+        "good",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    }
     assert not ({r.defect for r in r100} & {"automobile", "truck", "ship"})

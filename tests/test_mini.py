@@ -104,9 +104,7 @@ def test_deterministic_and_seeded(tmp_path):
 
 def test_rebuild_only_when_recipe_changes(tmp_path):
     root = mini.build(tmp_path / "mini", FEW, progress=False)
-    stamp = {
-        p: p.stat().st_mtime_ns for p in (root / "recipe.json", root / "cat" / "train" / "good" / "000.png")
-    }
+    stamp = {p: p.stat().st_mtime_ns for p in (root / "recipe.json", root / "cat" / "train" / "good" / "000.png")}
     assert mini.build(root, FEW, progress=False) == root
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # unchanged recipe: nothing rewritten
     assert mini.is_current(root, FEW) and not mini.is_current(root, replace(FEW, n_train=5))
@@ -189,8 +187,10 @@ def test_semantic_view_holds_out_the_other_classes(built, monkeypatch):
     train = adkit.data.load_records("mini_semantic", built, "train", ["cat", "brick"])
     test = adkit.data.load_records("mini_semantic", built, "test", ["cat", "brick"])
     assert {r.cls for r in train + test} == {"brick+cat"}
-    assert len(train) == 2 * SMALL.n_train and {r.meta for r in train} == {(("true_class", "brick"),),
-                                                                              (("true_class", "cat"),)}
+    assert len(train) == 2 * SMALL.n_train and {r.meta for r in train} == {
+        (("true_class", "brick"),),
+        (("true_class", "cat"),),
+    }
     n_classes = len(mini.CLASSES)
     assert len(test) == n_classes * SMALL.n_test_good  # normal photos only: no synthetic defects
     anomalies = [r for r in test if r.label == 1]
@@ -237,9 +237,7 @@ def test_defect_changes_only_its_mask(name, photo):
 @pytest.mark.parametrize("shape", ["rect", "ellipse"])
 def test_cut_paste_pastes_the_source_patch(photo, shape):
     source = np.random.default_rng(0).integers(0, 256, (50, 60, 3), dtype=np.uint8)
-    out, mask = cut_paste(
-        photo, source, np.random.default_rng(0), box=(10, 20, 16, 24), src_yx=(5, 7), shape=shape
-    )
+    out, mask = cut_paste(photo, source, np.random.default_rng(0), box=(10, 20, 16, 24), src_yx=(5, 7), shape=shape)
     patch = source[5:21, 7:31]
     assert mask[10:26, 20:44].all() == (shape == "rect") and mask.sum() == mask[10:26, 20:44].sum()
     assert np.array_equal(out[10:26, 20:44][mask[10:26, 20:44]], patch[mask[10:26, 20:44]])

@@ -11,10 +11,20 @@ NAMES = sorted(models.MODELS)
 
 
 # what each model's loss and maps report: the one shape test of every model (SNL and the dual student add terms)
-LOSS_TERMS = {"rd": {"rd"}, "fd": {"fd"}, "rd+snl": {"rd", "ch", "sp", "intra", "inter"},
-              "fd+snl": {"fd", "sp", "intra", "inter"}, "dual": {"local", "semantic"}}  # FD's loss is the ch term
-MAP_NAMES = {"rd": {"amap", "local"}, "fd": {"amap", "local"}, "rd+snl": {"amap", "local", "struct"},
-             "fd+snl": {"amap", "local", "struct"}, "dual": {"amap", "local"}}
+LOSS_TERMS = {
+    "rd": {"rd"},
+    "fd": {"fd"},
+    "rd+snl": {"rd", "ch", "sp", "intra", "inter"},
+    "fd+snl": {"fd", "sp", "intra", "inter"},
+    "dual": {"local", "semantic"},
+}  # FD's loss is the ch term
+MAP_NAMES = {
+    "rd": {"amap", "local"},
+    "fd": {"amap", "local"},
+    "rd+snl": {"amap", "local", "struct"},
+    "fd+snl": {"amap", "local", "struct"},
+    "dual": {"amap", "local"},
+}
 
 
 def test_every_model_is_covered():
@@ -119,8 +129,11 @@ def test_fitted_on_constant_images_scores_them_low_and_a_changed_one_higher(name
 # Parameter counts of the official RD4AD modules (hq-deng/RD4AD, `resnet.py` BN_layer and `de_resnet.py`),
 # counted by instantiating them: the OCBE's parameters on the path its forward uses (its unused conv4/bn4 left
 # out), and the decoder's first three stages.
-OFFICIAL_RD_PARAMS = {"resnet18": (11_680_000, 3_703_168), "resnet34": (16_400_640, 5_770_624),
-                      "wide_resnet50_2": (58_885_120, 24_917_504)}
+OFFICIAL_RD_PARAMS = {
+    "resnet18": (11_680_000, 3_703_168),
+    "resnet34": (16_400_640, 5_770_624),
+    "wide_resnet50_2": (58_885_120, 24_917_504),
+}
 
 
 @pytest.mark.parametrize("backbone", sorted(OFFICIAL_RD_PARAMS))

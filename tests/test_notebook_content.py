@@ -51,8 +51,11 @@ def test_opens_with_a_box(notebook):
 
 
 def test_has_two_exercises_with_collapsed_solutions(notebook):
-    exercises = [_text(c) for c in _cells(notebook)
-                 if c["cell_type"] == "markdown" and _text(c).lstrip().startswith("### Exercise")]
+    exercises = [
+        _text(c)
+        for c in _cells(notebook)
+        if c["cell_type"] == "markdown" and _text(c).lstrip().startswith("### Exercise")
+    ]
     assert len(exercises) >= 2, f"{notebook.name}: {len(exercises)} exercises"
     for ex in exercises:
         head = ex.strip().splitlines()[0]
@@ -60,7 +63,7 @@ def test_has_two_exercises_with_collapsed_solutions(notebook):
         collapsed = re.search(r"<details>\s*<summary>\s*Solution", ex)
         assert collapsed, f"{notebook.name}: {head!r} has no collapsed solution"
         assert ex.count("<details>") == ex.count("</details>")
-        solution = ex[ex.index("<details>"):]
+        solution = ex[ex.index("<details>") :]
         assert len(re.sub(r"<[^>]+>|\s", "", solution)) > 40, f"{notebook.name}: {head!r}: the solution is empty"
 
 

@@ -25,13 +25,35 @@ def write_eval(folder, seed, image_auroc, brick, cat, scratch, model="rd", setti
     folder.mkdir(parents=True, exist_ok=True)
     res = {
         "mean": {"image_auroc": image_auroc, "pixel_auroc": 0.9, "aupro": aupro, "image_ap": None},
-        "classes": {"brick": {"image_auroc": brick, "pixel_auroc": 0.9, "aupro": aupro, "image_ap": None,
-                              "n_good": 20, "n_defect": 20},
-                    "cat": {"image_auroc": cat, "pixel_auroc": 0.9, "aupro": aupro, "image_ap": None,
-                            "n_good": 20, "n_defect": 20}},
+        "classes": {
+            "brick": {
+                "image_auroc": brick,
+                "pixel_auroc": 0.9,
+                "aupro": aupro,
+                "image_ap": None,
+                "n_good": 20,
+                "n_defect": 20,
+            },
+            "cat": {
+                "image_auroc": cat,
+                "pixel_auroc": 0.9,
+                "aupro": aupro,
+                "image_ap": None,
+                "n_good": 20,
+                "n_defect": 20,
+            },
+        },
         "defects": {"scratch": {"image_auroc": scratch, "pixel_auroc": 0.9, "aupro": aupro, "image_ap": None}},
-        "settings": {"run": folder.name, "data": "mini", "model": model, "setting": setting,
-                     "backbone": "efficientnet_lite0", "image_size": 128, "iters": 800, "seed": seed},
+        "settings": {
+            "run": folder.name,
+            "data": "mini",
+            "model": model,
+            "setting": setting,
+            "backbone": "efficientnet_lite0",
+            "image_size": 128,
+            "iters": 800,
+            "seed": seed,
+        },
     }
     (folder / "eval.json").write_text(json.dumps(res))
     return folder
@@ -39,10 +61,16 @@ def write_eval(folder, seed, image_auroc, brick, cat, scratch, model="rd", setti
 
 @pytest.fixture()
 def three_seeds(tmp_path):
-    vals = {"image_auroc": [0.80, 0.82, 0.84], "brick": [0.70, 0.75, 0.90], "cat": [0.90, 0.89, 0.78],
-            "scratch": [0.60, 0.66, 0.69]}
-    runs = [write_eval(tmp_path / f"rd-s{s}", s, *(vals[k][s] for k in ("image_auroc", "brick", "cat", "scratch")))
-            for s in range(3)]
+    vals = {
+        "image_auroc": [0.80, 0.82, 0.84],
+        "brick": [0.70, 0.75, 0.90],
+        "cat": [0.90, 0.89, 0.78],
+        "scratch": [0.60, 0.66, 0.69],
+    }
+    runs = [
+        write_eval(tmp_path / f"rd-s{s}", s, *(vals[k][s] for k in ("image_auroc", "brick", "cat", "scratch")))
+        for s in range(3)
+    ]
     return runs, vals
 
 
@@ -55,11 +83,17 @@ def test_aggregate_three_seeds(three_seeds):
     assert fig["mean"] == pytest.approx(0.82, abs=1e-12)
     assert fig["ci_low"] == pytest.approx(0.82 - 0.0496828, abs=1e-6)
     assert fig["ci_high"] == pytest.approx(0.82 + 0.0496828, abs=1e-6)
-    for where, key in ((rep["classes"]["brick"], "brick"), (rep["classes"]["cat"], "cat"),
-                       (rep["defects"]["scratch"], "scratch")):
+    for where, key in (
+        (rep["classes"]["brick"], "brick"),
+        (rep["classes"]["cat"], "cat"),
+        (rep["defects"]["scratch"], "scratch"),
+    ):
         mean, lo, hi = ci(vals[key])
-        assert (where["image_auroc"]["mean"], where["image_auroc"]["ci_low"], where["image_auroc"]["ci_high"]) \
-            == pytest.approx((mean, lo, hi), rel=1e-8)
+        assert (
+            where["image_auroc"]["mean"],
+            where["image_auroc"]["ci_low"],
+            where["image_auroc"]["ci_high"],
+        ) == pytest.approx((mean, lo, hi), rel=1e-8)
     # identical values over seeds: a zero-width interval, not a missing one
     assert rep["mean"]["pixel_auroc"] == pytest.approx({"mean": 0.9, "ci_low": 0.9, "ci_high": 0.9, "n": 3})
     # null in every run: omitted; counts per class are not metrics
@@ -72,14 +106,17 @@ def test_aggregate_three_seeds(three_seeds):
 
 
 def test_a_missing_value_lowers_n(tmp_path):
-    runs = [write_eval(tmp_path / f"s{s}", s, 0.8 + 0.01 * s, 0.7, 0.9, 0.6, aupro=a)
-            for s, a in enumerate([0.50, None, 0.56])]
+    runs = [
+        write_eval(tmp_path / f"s{s}", s, 0.8 + 0.01 * s, 0.7, 0.9, 0.6, aupro=a)
+        for s, a in enumerate([0.50, None, 0.56])
+    ]
     rep = report.aggregate(report.load_results(runs))
     fig = rep["mean"]["aupro"]
     assert fig["n"] == 2
     # two values 0.50, 0.56: mean 0.53, sd 0.06/√2, half-width 12.706205 · 0.03 = 0.381186
-    assert (fig["mean"], fig["ci_low"], fig["ci_high"]) == pytest.approx((0.53, 0.53 - 0.381186, 0.53 + 0.381186),
-                                                                         abs=1e-6)
+    assert (fig["mean"], fig["ci_low"], fig["ci_high"]) == pytest.approx(
+        (0.53, 0.53 - 0.381186, 0.53 + 0.381186), abs=1e-6
+    )
     assert "(n = 2)" in report.to_markdown(rep)
 
 
@@ -181,8 +218,10 @@ def test_missing_and_malformed_files_are_named(tmp_path):
 
 
 def test_runs_that_differ_in_more_than_the_seed_are_flagged(tmp_path):
-    runs = [write_eval(tmp_path / "a", 0, 0.8, 0.7, 0.9, 0.6),
-            write_eval(tmp_path / "b", 1, 0.8, 0.7, 0.9, 0.6, setting="one-class")]
+    runs = [
+        write_eval(tmp_path / "a", 0, 0.8, 0.7, 0.9, 0.6),
+        write_eval(tmp_path / "b", 1, 0.8, 0.7, 0.9, 0.6, setting="one-class"),
+    ]
     rep = report.aggregate(report.load_results(runs))
     assert len(rep["warnings"]) == 1 and "'setting'" in rep["warnings"][0]
     assert "warning:" in report.to_markdown(rep)
@@ -200,8 +239,13 @@ def test_real_eval_format_round_trip(tmp_path):
             label = np.r_[np.zeros(6), np.ones(6)].astype(int)
             mask = np.zeros((12, 16, 16), bool)
             mask[6:, 4:8, 4:8] = True
-            preds[cls] = {"score": rng.normal(size=12) + label, "label": label, "mask": mask,
-                          "amap": rng.random((12, 16, 16)) + mask, "defect": ["good"] * 6 + ["scratch"] * 6}
+            preds[cls] = {
+                "score": rng.normal(size=12) + label,
+                "label": label,
+                "mask": mask,
+                "amap": rng.random((12, 16, 16)) + mask,
+                "defect": ["good"] * 6 + ["scratch"] * 6,
+            }
         res = evaluate.score_sets(preds)
         res["settings"] = {"run": f"s{seed}", "model": "rd", "seed": seed}
         folder = tmp_path / f"s{seed}"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("soak_resume",
-                                              Path(__file__).parents[1] / "benchmarks" / "soak_resume.py")
+spec = importlib.util.spec_from_file_location(
+    "soak_resume", Path(__file__).parents[1] / "benchmarks" / "soak_resume.py"
+)
 soak_resume = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(soak_resume)
 
@@ -20,8 +21,7 @@ spec.loader.exec_module(soak_resume)
 def test_kill_nine_then_resume_gives_identical_results(tmp_path, model):
     root = soak_resume.write_dataset(tmp_path / "data")
     lines = []
-    assert soak_resume.soak(model, root, tmp_path, kills=3, rng=random.Random(model), iters=20, log=lines.append), \
-        lines
+    assert soak_resume.soak(model, root, tmp_path, kills=3, rng=random.Random(model), iters=20, log=lines.append), lines
     assert "identical" in lines[-1]
 
 
@@ -38,8 +38,9 @@ def test_ctrl_c_writes_a_checkpoint_at_the_current_step_and_resumes_identically(
     iters = 1000
     args = soak_resume.train_args("rd", root, run, iters=iters)
     args[args.index("--save-every") + 1] = "50"
-    subprocess.run(soak_resume.train_args("rd", root, ref, iters=iters), env=soak_resume._env(), check=True,
-                   capture_output=True)
+    subprocess.run(
+        soak_resume.train_args("rd", root, ref, iters=iters), env=soak_resume._env(), check=True, capture_output=True
+    )
     p = subprocess.Popen(args, env=soak_resume._env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not runs.checkpoint_path(run, "all").is_file() and time.monotonic() < deadline:

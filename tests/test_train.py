@@ -12,8 +12,16 @@ from adkit.train import TrainConfig, load_run, train
 
 
 def _cfg(root, **kw):
-    base = dict(data="mvtec", root=str(root), setting="multi-class", model="rd", image_size=32, iters=6,
-                batch_size=4, save_every=3)
+    base = dict(
+        data="mvtec",
+        root=str(root),
+        setting="multi-class",
+        model="rd",
+        image_size=32,
+        iters=6,
+        batch_size=4,
+        save_every=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -99,8 +107,9 @@ def test_checkpoint_is_one_safetensors_file_and_round_trips(tmp_path, teacher):
     loss = model.loss(model(torch.rand(2, 3, 32, 32)))["loss"]
     loss.backward()
     opt.step()
-    checkpoint.save(tmp_path / "m.safetensors", model.student_state_dict(), {"model": "rd"}, opt,
-                    checkpoint.rng_state())
+    checkpoint.save(
+        tmp_path / "m.safetensors", model.student_state_dict(), {"model": "rd"}, opt, checkpoint.rng_state()
+    )
     assert (tmp_path / "m.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\x0a"  # not a pickle
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no temporary file left
     ck = checkpoint.load(tmp_path / "m.safetensors")

@@ -21,8 +21,13 @@ def _preds(rng, n_good=6, n_bad=4, size=16):
     mask = np.zeros_like(amap, dtype=bool)
     mask[n_good:, 4:8, 4:8] = True
     amap[mask] += 2.0
-    return {"score": amap.reshape(len(amap), -1).max(1), "amap": amap, "label": label, "mask": mask,
-            "defect": ["good"] * n_good + ["scratch"] * (n_bad - 1) + ["color_spot"]}
+    return {
+        "score": amap.reshape(len(amap), -1).max(1),
+        "amap": amap,
+        "label": label,
+        "mask": mask,
+        "defect": ["good"] * n_good + ["scratch"] * (n_bad - 1) + ["color_spot"],
+    }
 
 
 @pytest.fixture()
@@ -125,8 +130,12 @@ def test_loss_plot_and_live_loss_png():
 
 def test_embedding_figure_is_plotly_json_with_one_legend_per_group():
     xy = np.random.default_rng(0).random((6, 2))
-    fig = viz.embedding_figure({"teacher": xy, "student": xy}, color=["a", "a", "b", "b", "b", "a"],
-                               symbol=["good", "defect"] * 3, hover=[f"img {i}" for i in range(6)])
+    fig = viz.embedding_figure(
+        {"teacher": xy, "student": xy},
+        color=["a", "a", "b", "b", "b", "a"],
+        symbol=["good", "defect"] * 3,
+        hover=[f"img {i}" for i in range(6)],
+    )
     assert len(fig.data) == 2 * 4  # 2 panels × (class, status) groups
     assert sum(t.showlegend for t in fig.data) == 4
     assert sorted(sum((list(t.text) for t in fig.data[:4]), [])) == sorted(f"img {i}" for i in range(6))
@@ -223,8 +232,13 @@ def test_embed_umap_is_deterministic_and_keeps_clusters_apart():
 def _embedding():
     rng = np.random.default_rng(0)
     xy = {"teacher": rng.random((12, 2)), "student": rng.random((12, 2))}
-    return viz.embedding_figure(xy, color=["brick", "cat", "grass"] * 4, symbol=["normal", "defect"] * 6,
-                                title="pooled features", symbols={"normal": "circle", "defect": "x"}), xy
+    return viz.embedding_figure(
+        xy,
+        color=["brick", "cat", "grass"] * 4,
+        symbol=["normal", "defect"] * 6,
+        title="pooled features",
+        symbols={"normal": "circle", "defect": "x"},
+    ), xy
 
 
 def test_plotly_redraw_keeps_the_grid_the_points_and_the_colours():
@@ -262,7 +276,7 @@ def test_plotly_figure_bundle_holds_the_json_and_a_png(monkeypatch):
     assert img.size == (900, 380)  # 900 px wide by default, the figure's height, at 100 dpi
     pixels = np.asarray(img.convert("RGB"), dtype=float).reshape(-1, 3)
     for t in fig.data[:3]:  # each class's markers are drawn: its colour, at its opacity over white
-        rgb = np.array([int(t.marker.color[i:i + 2], 16) for i in (1, 3, 5)])
+        rgb = np.array([int(t.marker.color[i : i + 2], 16) for i in (1, 3, 5)])
         seen = t.marker.opacity * rgb + (1 - t.marker.opacity) * 255
         assert (np.abs(pixels - seen).max(axis=1) < 8).sum() > 20, t.name
     plt.close("all")

@@ -16,8 +16,21 @@ from ..config import DATA_FORMATS as FORMATS  # name -> module, each with record
 from ..config import IMAGE_SIZE
 from .core import GOOD, DataError, ImageDataset, Record, data_root, load_all, stack
 
-__all__ = ["GOOD", "DataError", "ImageDataset", "Record", "FORMATS", "data_root", "default_root", "load",
-           "load_records", "check", "load_all", "stack", "format_module"]
+__all__ = [
+    "GOOD",
+    "DataError",
+    "ImageDataset",
+    "Record",
+    "FORMATS",
+    "data_root",
+    "default_root",
+    "load",
+    "load_records",
+    "check",
+    "load_all",
+    "stack",
+    "format_module",
+]
 
 
 def format_module(name: str):
@@ -32,8 +45,9 @@ def default_root(name: str, root: str | Path | None = None) -> Path:
     return Path(root) if root else data_root() / getattr(format_module(name), "FOLDER", name)
 
 
-def load_records(name: str, root: str | Path | None = None, split: str = "train",
-                 classes: list[str] | None = None) -> list[Record]:
+def load_records(
+    name: str, root: str | Path | None = None, split: str = "train", classes: list[str] | None = None
+) -> list[Record]:
     mod = format_module(name)
     root = default_root(name, root)
     if hasattr(mod, "prepare"):
@@ -41,8 +55,13 @@ def load_records(name: str, root: str | Path | None = None, split: str = "train"
     return mod.records(root, split=split, classes=classes)
 
 
-def load(name: str, root: str | Path | None = None, split: str = "train", classes: list[str] | None = None,
-         image_size: int = IMAGE_SIZE) -> ImageDataset:
+def load(
+    name: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    classes: list[str] | None = None,
+    image_size: int = IMAGE_SIZE,
+) -> ImageDataset:
     """A dataset split as an `ImageDataset` of Sample dicts at `image_size`."""
     return ImageDataset(load_records(name, root, split, classes), image_size)
 

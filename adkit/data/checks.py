@@ -30,17 +30,18 @@ def inside(root: Path, rel: str, where: str, problems: list[str] | None) -> Path
     except (OSError, RuntimeError, ValueError):  # symlink loops, bad bytes
         ok = False
     if not ok:
-        fail(problems, f"{where}: path {rel!r} points outside the dataset root {root} — refused; fix the file or "
-                       "re-extract the dataset")
+        fail(
+            problems,
+            f"{where}: path {rel!r} points outside the dataset root {root} — refused; fix the file or "
+            "re-extract the dataset",
+        )
         return None
     return path
 
 
 def image_files(folder: Path) -> list[Path]:
     """Image files in `folder`, sorted; hidden files skipped."""
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
-    )
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
 
 def resolve_classes(
@@ -51,9 +52,7 @@ def resolve_classes(
         return list(found)
     unknown = [c for c in classes if c not in found]
     if unknown:
-        fail(
-            problems, f"{where}: unknown class(es) {', '.join(unknown)}; found: {', '.join(found) or 'none'}"
-        )
+        fail(problems, f"{where}: unknown class(es) {', '.join(unknown)}; found: {', '.join(found) or 'none'}")
     return [c for c in classes if c in found]
 
 
@@ -76,13 +75,12 @@ def tally(recs: list[Record], split: str, counts: dict, problems: list[str], dee
                 problems.append(str(err))
                 continue
             if size is not None and m.shape != size:
-                problems.append(
-                    f"{mp}: mask is {m.shape[1]}x{m.shape[0]}, its image {r.path} is {size[1]}x{size[0]}"
-                )
+                problems.append(f"{mp}: mask is {m.shape[1]}x{m.shape[0]}, its image {r.path} is {size[1]}x{size[0]}")
 
 
-def check_splits(scan, root: Path, splits: tuple[str, ...], classes: list[str] | None = None,
-                 deep: bool = True) -> dict:
+def check_splits(
+    scan, root: Path, splits: tuple[str, ...], classes: list[str] | None = None, deep: bool = True
+) -> dict:
     """A format's `check`: its `scan(root, split, classes, problems)` over every split in collecting mode, the
     records counted (and, with `deep`, read) by `tally`; a root that cannot be read at all is one problem."""
     counts: dict = {}

@@ -28,9 +28,12 @@ class SafeUnpickler(pickle.Unpickler):
 
     ALLOWED = {
         # numpy arrays as pickled by Python 2 (the official files) and by numpy 1.x / 2.x under Python 3
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
         ("_codecs", "encode"),  # Python 3 pickles of bytes at protocol < 3: encode(str, "latin1")
     }
 
@@ -115,9 +118,7 @@ def _read(root: Path, dataset: str, split: str, problems: list[str] | None = Non
             continue
         n_classes = len(semantic.CLASS_NAMES[dataset])
         if len(y) != len(x) or (len(y) and (y.min() < 0 or y.max() >= n_classes)):
-            fail(
-                problems, f"{path}: {len(x)} images but {len(y)} labels or labels outside 0..{n_classes - 1}"
-            )
+            fail(problems, f"{path}: {len(x)} images but {len(y)} labels or labels outside 0..{n_classes - 1}")
             continue
         images.append(np.ascontiguousarray(x))  # (N,32,32,3)
         labels.append(y)

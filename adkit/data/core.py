@@ -81,8 +81,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except Image.DecompressionBombError as err:
-        raise DataError(f"{path}: image too large to read safely ({err}; limit {Image.MAX_IMAGE_PIXELS} "
-                        "pixels) — downscale it, or raise $ADKIT_MAX_IMAGE_PIXELS if you trust the file") from None
+        raise DataError(
+            f"{path}: image too large to read safely ({err}; limit {Image.MAX_IMAGE_PIXELS} "
+            "pixels) — downscale it, or raise $ADKIT_MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable image ({err}); re-copy or remove the file") from None
 

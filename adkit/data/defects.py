@@ -78,9 +78,7 @@ def cut_paste(
     if sh < h or sw < w:  # tile a small source so that any patch fits
         source = np.tile(source, (-(-h // sh), -(-w // sw), 1))
         sh, sw = source.shape[:2]
-    sy, sx = (
-        src_yx if src_yx is not None else (int(rng.integers(0, sh - h + 1)), int(rng.integers(0, sw - w + 1)))
-    )
+    sy, sx = src_yx if src_yx is not None else (int(rng.integers(0, sh - h + 1)), int(rng.integers(0, sw - w + 1)))
     patch = source[sy : sy + h, sx : sx + w]
     if patch.shape[:2] != (h, w):
         raise ValueError(f"src_yx {(sy, sx)} leaves no {h}x{w} patch inside the {sh}x{sw} source")

@@ -93,9 +93,7 @@ def fetch(url: str, dest: Path, timeout: float = TIMEOUT) -> None:
     with resp:
         resumed = resp.status == 206
         if resumed and not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
-            raise DataError(
-                f"{url}: the server sent another byte range than asked; delete {part} and run again"
-            )
+            raise DataError(f"{url}: the server sent another byte range than asked; delete {part} and run again")
         print(f"downloading {url} to {dest}" + (f" (resuming after {have} bytes)" if resumed else ""))
         try:
             with open(part, "ab" if resumed else "wb") as f:
@@ -139,21 +137,13 @@ def unpack(archive: Path, root: Path) -> None:
     try:
         tar = tarfile.open(archive, "r:*")
     except tarfile.TarError as err:
-        raise DataError(
-            f"{archive}: not a tar or zip archive ({err}); delete it and download again"
-        ) from None
+        raise DataError(f"{archive}: not a tar or zip archive ({err}); delete it and download again") from None
     with tar:
         for m in tar.getmembers():
             # a symlink's target is relative to its folder, a hard link's to the archive root
             link = str(PurePosixPath(m.name).parent / m.linkname) if m.issym() else m.linkname
-            if (
-                not _inside(root, m.name)
-                or ((m.issym() or m.islnk()) and not _inside(root, link))
-                or m.isdev()
-            ):
-                raise DataError(
-                    f"{archive}: refusing to unpack member {m.name!r}: outside {root} or a device"
-                )
+            if not _inside(root, m.name) or ((m.issym() or m.islnk()) and not _inside(root, link)) or m.isdev():
+                raise DataError(f"{archive}: refusing to unpack member {m.name!r}: outside {root} or a device")
         if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: the standard safe filter as well
             tar.extractall(root, filter="data")
         else:

@@ -55,9 +55,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         )
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     if len(raw) != 4 + 4 * ndim + int(np.prod(dims)):
-        raise DataError(
-            f"{path}: {len(raw)} bytes do not match the header's shape {dims}; truncated? re-download it"
-        )
+        raise DataError(f"{path}: {len(raw)} bytes do not match the header's shape {dims}; truncated? re-download it")
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -79,9 +77,7 @@ def _read(root: Path, split: str, problems: list[str] | None = None):
     return x, y, [f"{path}#{i}" for i in range(len(x))]
 
 
-def records(
-    root: str | Path, split: str = "train", classes: Sequence[str | int] | None = None
-) -> list[Record]:
+def records(root: str | Path, split: str = "train", classes: Sequence[str | int] | None = None) -> list[Record]:
     """Records of a semantic task; `classes` are the normal classes (default: the first class only)."""
     semantic.check_split(split)
     semantic.normal_classes("fashion_mnist", classes)  # unknown classes fail before the files are read

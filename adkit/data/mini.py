@@ -60,12 +60,8 @@ SOURCES: dict[str, Source] = {
     # objects
     "cat": Source("chelsea", "object", framings=((0.55, 0.5, 0.9), (0.45, 0.38, 0.62), (0.45, 0.63, 0.62))),
     "coffee": Source("coffee", "object", framings=((0.5, 0.5, 0.95), (0.38, 0.5, 0.62), (0.58, 0.55, 0.72))),
-    "astronaut": Source(
-        "astronaut", "object", framings=((0.3, 0.5, 0.55), (0.42, 0.45, 0.8), (0.24, 0.55, 0.42))
-    ),
-    "cameraman": Source(
-        "camera", "object", framings=((0.35, 0.45, 0.6), (0.45, 0.5, 0.85), (0.3, 0.57, 0.45))
-    ),
+    "astronaut": Source("astronaut", "object", framings=((0.3, 0.5, 0.55), (0.42, 0.45, 0.8), (0.24, 0.55, 0.42))),
+    "cameraman": Source("camera", "object", framings=((0.35, 0.45, 0.6), (0.45, 0.5, 0.85), (0.3, 0.57, 0.45))),
     "motorcycle": Source(
         "stereo_motorcycle", "object", framings=((0.62, 0.45, 0.8), (0.62, 0.35, 0.6), (0.62, 0.6, 0.6))
     ),
@@ -388,9 +384,7 @@ def build(root: str | Path, recipe: MiniRecipe = RECIPE, force: bool = False, pr
     if not force and is_current(root, recipe):
         return root
     if root.exists() and not (root / "recipe.json").is_file() and any(root.iterdir()):
-        raise DataError(
-            f"{root}: exists and is not a mini set (no recipe.json); choose another root or empty it"
-        )
+        raise DataError(f"{root}: exists and is not a mini set (no recipe.json); choose another root or empty it")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     try:
@@ -415,9 +409,7 @@ def build(root: str | Path, recipe: MiniRecipe = RECIPE, force: bool = False, pr
         meta = {
             "recipe": asdict(recipe),
             "hash": recipe_hash(recipe),
-            "sources": {
-                c: {"skimage": f"skimage.data.{SOURCES[c].photo}", "kind": KINDS[c]} for c in recipe.classes
-            },
+            "sources": {c: {"skimage": f"skimage.data.{SOURCES[c].photo}", "kind": KINDS[c]} for c in recipe.classes},
             "defects": list(DEFECT_TYPES),
         }
         (tmp / "recipe.json").write_text(json.dumps(meta, indent=1))
@@ -476,9 +468,7 @@ def check(root: str | Path, classes: list[str] | None = None, deep: bool = True)
             "built: run adkit.data.mini.build(root)"
         )
     elif h != recipe_hash(stored):
-        out["problems"].append(
-            f"{Path(root) / 'recipe.json'}: hash does not match its recipe; rebuild the set"
-        )
+        out["problems"].append(f"{Path(root) / 'recipe.json'}: hash does not match its recipe; rebuild the set")
     return out
 
 

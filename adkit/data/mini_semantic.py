@@ -45,8 +45,9 @@ def records(root: str | Path, split: str = "train", classes: list[str] | None = 
         if r.defect != GOOD or (split == "train" and r.cls not in normal):
             continue
         is_normal = r.cls in normal
-        out.append(Record(r.path, 0 if is_normal else 1, group, GOOD if is_normal else r.cls,
-                          meta=(("true_class", r.cls),)))
+        out.append(
+            Record(r.path, 0 if is_normal else 1, group, GOOD if is_normal else r.cls, meta=(("true_class", r.cls),))
+        )
     return out
 
 

@@ -29,8 +29,10 @@ def mask_path(root: Path, cls: str, defect: str, stem: str) -> Path:
 def _classes(root: Path, classes: list[str] | None, problems: list[str] | None) -> list[str]:
     found = list_classes(root)
     if not found:
-        fail(problems, f"{root}: no class folders in MVTec AD layout (expected <class>/train/good and "
-                       "<class>/test/<defect>)")
+        fail(
+            problems,
+            f"{root}: no class folders in MVTec AD layout (expected <class>/train/good and <class>/test/<defect>)",
+        )
     return resolve_classes(found, classes, root, problems)
 
 

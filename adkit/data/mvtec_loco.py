@@ -19,9 +19,7 @@ SPLITS = ("train", "validation", "test")
 def list_classes(root: str | Path) -> list[str]:
     """Class folders under `root` (those with a `train` or `test` folder)."""
     root = Path(root)
-    return sorted(
-        p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
-    )
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
 
 
 def _scan(root: Path, split: str, classes: list[str] | None, problems: list[str] | None) -> list[Record]:

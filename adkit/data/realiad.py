@@ -37,14 +37,10 @@ def list_classes(root: str | Path, variant: str = "mv") -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
-def image_root(
-    root: Path, resolution: int | str | None = None, problems: list[str] | None = None
-) -> Path | None:
+def image_root(root: Path, resolution: int | str | None = None, problems: list[str] | None = None) -> Path | None:
     """The `realiad_<resolution>` folder; with `resolution=None`, the only one present."""
     found = (
-        sorted(p.name for p in root.iterdir() if p.is_dir() and IMAGES_DIR.fullmatch(p.name))
-        if root.is_dir()
-        else []
+        sorted(p.name for p in root.iterdir() if p.is_dir() and IMAGES_DIR.fullmatch(p.name)) if root.is_dir() else []
     )
     if resolution is not None:
         if f"realiad_{resolution}" in found:
@@ -103,14 +99,19 @@ def _scan(
             continue
         n_before = len(out)
         for i, item in enumerate(items):
-            if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k]
-                                                      for k in ("image_path", "anomaly_class")) \
-                    or not isinstance(item.get("mask_path") or "", str):
+            if (
+                not isinstance(item, dict)
+                or not all(isinstance(item.get(k), str) and item[k] for k in ("image_path", "anomaly_class"))
+                or not isinstance(item.get("mask_path") or "", str)
+            ):
                 fail(problems, f"{path}: {split}[{i}] lacks image_path or anomaly_class")
                 continue
             where = f"{path} {split}[{i}]"
-            img, kind, mask = inside(root, os.path.join(rel_base, item["image_path"]), where, problems), \
-                item["anomaly_class"], item.get("mask_path")
+            img, kind, mask = (
+                inside(root, os.path.join(rel_base, item["image_path"]), where, problems),
+                item["anomaly_class"],
+                item.get("mask_path"),
+            )
             mask_file = inside(root, os.path.join(rel_base, mask), where, problems) if mask else None
             if img is None or (mask and mask_file is None):
                 continue

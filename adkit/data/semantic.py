@@ -62,8 +62,7 @@ SPLITS = ("train", "test")
 
 # UniAD (You et al., NeurIPS 2022) multi-class CIFAR-10 protocol: the normal classes of its four tasks
 UNIAD_CIFAR10_SPLITS = [
-    [CLASS_NAMES["cifar10"][i] for i in s]
-    for s in ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
+    [CLASS_NAMES["cifar10"][i] for i in s] for s in ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [0, 2, 4, 6, 8], [1, 3, 5, 7, 9])
 ]
 
 

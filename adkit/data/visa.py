@@ -74,8 +74,11 @@ def _scan(root: Path, split: str, classes: list[str] | None, problems: list[str]
         elif label == "normal":
             out.append(Record(str(img), 0, cls, GOOD))
         elif mask is None or not mask.is_file():
-            fail(problems, f"{img}: its mask {mask or '(no mask column value)'} is missing (listed in {where}); "
-                           "anomalies need a mask")
+            fail(
+                problems,
+                f"{img}: its mask {mask or '(no mask column value)'} is missing (listed in {where}); "
+                "anomalies need a mask",
+            )
         else:
             out.append(Record(str(img), 1, cls, ANOMALY, (str(mask),)))
     for cls in wanted:

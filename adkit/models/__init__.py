@@ -41,8 +41,14 @@ def make_config(name: str, **options):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
 
-def create(name: str, backbone: str = backbones.EMBEDDED, teacher: Teacher | None = None,
-           pretrained: bool = True, weights: str | os.PathLike | None = None, **options) -> ADModel:
+def create(
+    name: str,
+    backbone: str = backbones.EMBEDDED,
+    teacher: Teacher | None = None,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    **options,
+) -> ADModel:
     """A model by registry name on a teacher (given, or created from `backbone`)."""
     config = make_config(name, **options)
     if teacher is None:
@@ -50,6 +56,18 @@ def create(name: str, backbone: str = backbones.EMBEDDED, teacher: Teacher | Non
     return MODELS[name][0](teacher, config)
 
 
-__all__ = ["MODELS", "ADModel", "create", "make_config", "RDConfig", "FDConfig", "ReverseDistillation",
-           "ForwardDistillation", "SNL", "RDSNLConfig", "FDSNLConfig", "DualStudent",
-           "DualConfig"]
+__all__ = [
+    "MODELS",
+    "ADModel",
+    "create",
+    "make_config",
+    "RDConfig",
+    "FDConfig",
+    "ReverseDistillation",
+    "ForwardDistillation",
+    "SNL",
+    "RDSNLConfig",
+    "FDSNLConfig",
+    "DualStudent",
+    "DualConfig",
+]

@@ -75,8 +75,10 @@ class ADModel(nn.Module):
         """Image scores `(B,)` of one forward pass: "score" read off "amap", "score_<k>" off each report map."""
         maps = self.maps(out) if maps is None else maps
         top = getattr(self.config, "top_frac", 0.01)
-        return {("score" if k == "amap" else f"score_{k}"): image_score(maps[k], self.config.score, top)
-                for k in ("amap", *self.report_maps)}
+        return {
+            ("score" if k == "amap" else f"score_{k}"): image_score(maps[k], self.config.score, top)
+            for k in ("amap", *self.report_maps)
+        }
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -98,13 +100,12 @@ class ADModel(nn.Module):
         """Every image score of `score` (not the maps) for a stack of images `(N,3,H,W)`, in batches, on the
         CPU: one forward pass per batch."""
         device = next(iter(self.student_parameters())).device
-        rows = [self.score(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        rows = [self.score(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         maps = {"amap", *self.report_maps}
         return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in rows[0] if k not in maps}
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Final anomaly map `(B,1,H,W)` and the main image score `(B,)`."""
         was = self.training
         self.eval()

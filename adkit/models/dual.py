@@ -99,8 +99,13 @@ class NoisyBottleneck(nn.Module):
 
     def __init__(self, c_in: int, c_hidden: int, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.Dropout(dropout), nn.Conv2d(c_in, c_hidden, 1), nn.GELU(),
-                                 nn.Dropout(dropout), nn.Conv2d(c_hidden, c_in, 1))
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Conv2d(c_in, c_hidden, 1),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(c_hidden, c_in, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -157,7 +162,7 @@ class DualStudent(ADModel):
         self.merge = c.group_merge or ("concat" if teacher.kind == "cnn" else "mean")
         if not 0 < self.split < n:
             raise ValueError(f"split {self.split} must leave both groups non-empty ({n} teacher maps)")
-        parts = (teacher.channels[:self.split], teacher.channels[self.split:])
+        parts = (teacher.channels[: self.split], teacher.channels[self.split :])
         if self.merge == "mean" and any(len(set(p)) > 1 for p in parts):
             raise ValueError("group_merge='mean' needs equal channels within a group; use 'concat'")
         group_channels = [sum(p) if self.merge == "concat" else p[0] for p in parts]
@@ -202,8 +207,9 @@ class DualStudent(ADModel):
         s_e = flat_cosine_distance(out["g_t"], out["g_s"])
         # L = −w_D log(1 − p_D) − w_E log(1 − p_E) on normals, τ = τ_train (= w_D s_D/τ + w_E s_E/τ, exp link)
         tau = c.tau_train
-        joint = (c.w_local * neg_log_normal(s_d, tau, c.link, tau)
-                 + c.w_semantic * neg_log_normal(s_e, tau, c.link, tau)).mean()
+        joint = (
+            c.w_local * neg_log_normal(s_d, tau, c.link, tau) + c.w_semantic * neg_log_normal(s_e, tau, c.link, tau)
+        ).mean()
         return {"loss": joint, "local": s_d.mean().detach(), "semantic": s_e.mean().detach()}
 
     def maps(self, out: dict) -> dict[str, torch.Tensor]:
@@ -223,26 +229,32 @@ class DualStudent(ADModel):
         branch's p."""
         maps = self.maps(out) if maps is None else maps
         raw = self.raw_scores(out, maps)
-        p = {b: link_probability(raw[b], getattr(self, f"tau_{b}"), self.config.link, getattr(self, f"std_{b}"))
-             for b in BRANCHES}
+        p = {
+            b: link_probability(raw[b], getattr(self, f"tau_{b}"), self.config.link, getattr(self, f"std_{b}"))
+            for b in BRANCHES
+        }
         z = {b: (raw[b] - getattr(self, f"mean_{b}")) / getattr(self, f"std_{b}") for b in BRANCHES}
-        return {**super().scores(out, maps), "score_local": raw["local"], "score_semantic": raw["semantic"],
-                "score_sum": z["local"] + z["semantic"],
-                # P = 1 − (1 − p_D)(1 − p_E)
-                "score_noisy_or": noisy_or(p["local"], p["semantic"]),
-                "p_local": p["local"], "p_semantic": p["semantic"]}
+        return {
+            **super().scores(out, maps),
+            "score_local": raw["local"],
+            "score_semantic": raw["semantic"],
+            "score_sum": z["local"] + z["semantic"],
+            # P = 1 − (1 − p_D)(1 − p_E)
+            "score_noisy_or": noisy_or(p["local"], p["semantic"]),
+            "p_local": p["local"],
+            "p_semantic": p["semantic"],
+        }
 
     @torch.no_grad()
-    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None,
-                  batch_size: int = 32) -> None:
+    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32) -> None:
         """Per branch, on normals (the held-out training normals, see `calib_holdout`): τ = s_q / ln 2
         (q = `tau_quantile`), mean and std of the score."""
         was = self.training
         self.eval()
         rows = []
         for i in range(0, len(xs), batch_size):
-            tf = None if t_feats is None else [t[i:i + batch_size] for t in t_feats]
-            rows.append(self.raw_scores(self(xs[i:i + batch_size], tf)))
+            tf = None if t_feats is None else [t[i : i + batch_size] for t in t_feats]
+            rows.append(self.raw_scores(self(xs[i : i + batch_size], tf)))
         for b in BRANCHES:
             s = torch.cat([r[b] for r in rows]).double()
             s_q = float(torch.quantile(s, self.config.tau_quantile))

@@ -36,8 +36,12 @@ class ForwardDistillation(ADModel):
         super().__init__(teacher, config)
         if teacher.kind != "cnn":
             raise ValueError("FD needs a CNN teacher (the student copies its architecture)")
-        self.student = timm.create_model(teacher.name, pretrained=False, features_only=True,
-                                         out_indices=tuple(teacher.model.feature_info.out_indices))
+        self.student = timm.create_model(
+            teacher.name,
+            pretrained=False,
+            features_only=True,
+            out_indices=tuple(teacher.model.feature_info.out_indices),
+        )
 
     def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None, hook=None) -> dict:
         """`hook(stage, feature) -> feature` (optional) acts on each student stage's output before the comparison

@@ -159,8 +159,9 @@ class OCBE(nn.Module):
 class Decoder(nn.Module):
     """The teacher mirrored: per stage an upsampling block then plain ones; emits stages 3, 2, 1."""
 
-    def __init__(self, c_in: int, channels: list[int], blocks: tuple[int, ...], width_mult: float,
-                 block: str = "bottleneck"):
+    def __init__(
+        self, c_in: int, channels: list[int], blocks: tuple[int, ...], width_mult: float, block: str = "bottleneck"
+    ):
         super().__init__()
         self.stages = nn.ModuleList()
         for c_out, n in zip(reversed(channels), blocks):

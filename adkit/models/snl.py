@@ -175,8 +175,7 @@ class SNL(ADModel):
             raise ValueError(f"intra_stages {bad} out of range for {len(channels)} teacher stages")
         self.cram = None  # off: no modules and no random draws, so the model is exactly the base
         if c.use_cram:
-            self.cram = nn.ModuleList(CentralResidualAggregation(ch, c.cram_k, c.cram_residual)
-                                      for ch in channels)
+            self.cram = nn.ModuleList(CentralResidualAggregation(ch, c.cram_k, c.cram_residual) for ch in channels)
         # norm(M) = (M − μ) / σ over the pixels of training-normal maps (set by `calibrate`)
         for key in ("local", "struct"):
             self.register_buffer(f"{key}_mean", torch.tensor(0.0))
@@ -192,9 +191,9 @@ class SNL(ADModel):
         `base.`; they load unchanged (the parameters were created in the same order, so they are the same)."""
         own = {k.split(".")[0] for k in self.base.state_dict() if k.split(".")[0] != "teacher"}
         for k in list(state):
-            head = k[len(prefix):].split(".")[0] if k.startswith(prefix) else None
+            head = k[len(prefix) :].split(".")[0] if k.startswith(prefix) else None
             if head in own:
-                state[prefix + "base." + k[len(prefix):]] = state.pop(k)
+                state[prefix + "base." + k[len(prefix) :]] = state.pop(k)
 
     def student_parameters(self):
         return list(self.base.student_parameters()) + ([] if self.cram is None else list(self.cram.parameters()))
@@ -228,8 +227,7 @@ class SNL(ADModel):
         if c.use_sp and "sp" not in skip:
             terms["sp"] = (c.lambda_sp, sum(spatial_loss(t, s) for t, s in pairs))
         if c.use_intra and c.intra_stages:
-            intra = [intra_affinity_loss(*pairs[i], c.intra_max_positions, c.intra_pool)
-                     for i in c.intra_stages]
+            intra = [intra_affinity_loss(*pairs[i], c.intra_max_positions, c.intra_pool) for i in c.intra_stages]
             terms["intra"] = (c.lambda_intra, sum(intra))
         if c.use_inter:
             terms["inter"] = (c.lambda_inter, sum(inter_affinity_loss(t, s) for t, s in pairs))
@@ -250,8 +248,9 @@ class SNL(ADModel):
         local = fuse_maps([channel_distance(t, s) for t, s in pairs], out["size"], c.map_fusion)
         if not c.intra_stages:
             return local, torch.zeros_like(local)
-        struct = [intra_affinity_distance(t_feats[i], s_feats[i], c.intra_max_positions, c.intra_pool)
-                  for i in c.intra_stages]
+        struct = [
+            intra_affinity_distance(t_feats[i], s_feats[i], c.intra_max_positions, c.intra_pool) for i in c.intra_stages
+        ]
         struct = fuse_maps(struct, out["size"], "sum")
         return local, struct
 
@@ -261,19 +260,21 @@ class SNL(ADModel):
         local = (local - self.local_mean) / self.local_std
         struct = (struct - self.struct_mean) / self.struct_std
         # M = norm(M_local) + α·norm(M_struct), then the blur (σ = 4)
-        return {"amap": gaussian_blur(local + c.alpha * struct, c.blur_sigma),
-                "local": gaussian_blur(local, c.blur_sigma), "struct": gaussian_blur(struct, c.blur_sigma)}
+        return {
+            "amap": gaussian_blur(local + c.alpha * struct, c.blur_sigma),
+            "local": gaussian_blur(local, c.blur_sigma),
+            "struct": gaussian_blur(struct, c.blur_sigma),
+        }
 
     @torch.no_grad()
-    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None,
-                  batch_size: int = 32) -> None:
+    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32) -> None:
         """Mean and std of the raw local and structural maps over all pixels of the training images."""
         was = self.training
         self.eval()
         stats = torch.zeros(2, 3, dtype=torch.float64)  # per map: pixel count, Σ m, Σ m²
         for i in range(0, len(xs), batch_size):
-            tf = None if t_feats is None else [t[i:i + batch_size] for t in t_feats]
-            for j, m in enumerate(self.raw_maps(self(xs[i:i + batch_size], tf))):
+            tf = None if t_feats is None else [t[i : i + batch_size] for t in t_feats]
+            for j, m in enumerate(self.raw_maps(self(xs[i : i + batch_size], tf))):
                 m = m.double()
                 stats[j] += torch.stack([m.new_tensor(m.numel()), m.sum(), m.pow(2).sum()]).cpu()
         for key, (n, s1, s2) in zip(("local", "struct"), stats, strict=True):
@@ -299,5 +300,4 @@ def fd_snl(teacher: Teacher, config: FDSNLConfig = FDSNLConfig()) -> SNL:
     return SNL(ForwardDistillation(teacher, FDConfig(**_base_options(config, FDConfig))), config)
 
 
-__all__ = ["SNL", "CentralResidualAggregation", "FDSNLConfig", "RDSNLConfig", "SNLConfig", "fd_snl", "kmeans",
-           "rd_snl"]
+__all__ = ["SNL", "CentralResidualAggregation", "FDSNLConfig", "RDSNLConfig", "SNLConfig", "fd_snl", "kmeans", "rd_snl"]
