@@ -150,6 +150,42 @@ def pro_curve_plot(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float = 0.3, lab
     return ax
 
 
+def gap_curve(rows: list[dict], ax=None, title: str = ""):
+    """The interference curve: one-class minus multi-class mean image AUROC (points) against the number of
+    classes, one line per recipe, each point the mean over seeds with its 95% interval (`rows` as written by
+    `benchmarks/interference.py summary --json`: "k", "gap" = {"mean", "ci_low", "ci_high", "n"}, and the
+    recipe's "steps_per_class", "image_size")."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    recipes = sorted({(r["steps_per_class"], r["image_size"]) for r in rows})
+    for i, (steps, size) in enumerate(recipes):
+        pts = sorted(
+            (r for r in rows if (r["steps_per_class"], r["image_size"]) == (steps, size)), key=lambda r: r["k"]
+        )
+        k = np.array([r["k"] for r in pts], dtype=float) * (1 + 0.03 * (i - (len(recipes) - 1) / 2))
+        mean = np.array([r["gap"]["mean"] for r in pts])
+        lo = np.array([r["gap"]["ci_low"] if r["gap"]["ci_low"] is not None else np.nan for r in pts])
+        hi = np.array([r["gap"]["ci_high"] if r["gap"]["ci_high"] is not None else np.nan for r in pts])
+        n = min(r["gap"]["n"] for r in pts)
+        ax.errorbar(
+            k,
+            mean,
+            yerr=[mean - lo, hi - mean],
+            marker="o",
+            capsize=3,
+            label=f"{steps} steps/class, {size} px ({n} seeds)",
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ks = sorted({r["k"] for r in rows})
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("classes trained together (multi-class) / one model each (one-class)")
+    ax.set_ylabel("one-class − multi-class\nmean image AUROC (points)")
+    ax.set_title(title or "Cross-class interference: mean and 95% interval over seeds", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
 def score_hist(groups: dict[str, np.ndarray], bins: int = 30, ax=None, title: str = ""):
     """Overlaid histograms of image scores, one per group (e.g. normal vs blend)."""
     if ax is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.container
 
 matplotlib.use("Agg")
 
@@ -280,3 +281,23 @@ def test_plotly_figure_bundle_holds_the_json_and_a_png(monkeypatch):
         seen = t.marker.opacity * rgb + (1 - t.marker.opacity) * 255
         assert (np.abs(pixels - seen).max(axis=1) < 8).sum() > 20, t.name
     plt.close("all")
+
+
+def test_gap_curve_draws_each_recipe_with_its_intervals():
+    def row(k, steps, mean, half, n=3):
+        return {
+            "k": k,
+            "steps_per_class": steps,
+            "image_size": 128,
+            "gap": {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n},
+        }
+
+    rows = [row(2, 100, 1.0, 2.0), row(8, 100, 3.0, 1.0), row(4, 300, -1.0, 0.5), row(14, 100, 5.0, 1.5)]
+    ax = viz.gap_curve(rows)
+    bars = [c for c in ax.containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert len(bars) == 2  # one line per recipe
+    ys = sorted(tuple(np.round(c.lines[0].get_ydata(), 6)) for c in bars)
+    assert ys == [(-1.0,), (1.0, 3.0, 5.0)]  # sorted by k within a recipe
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["100 steps/class, 128 px (3 seeds)", "300 steps/class, 128 px (3 seeds)"]
+    plt.close(ax.figure)
