@@ -8,7 +8,7 @@
 
 `preds` is `{class: {score (N,), label (N,), amap (N,H,W), mask (N,H,W), defect [N], path [N]}}` as from
 `evaluate(..., return_preds=True)`; `images[class]` the class's test images, uint8 `(N,H,W,3)`, same order.
-An image is flagged when `score >= threshold` (as in `viz.f1_threshold` and `viz.browser_figure`).
+An image is flagged when `score >= threshold` (as in `cases.f1_threshold` and `viz.browser_figure`).
 The functions compute with numpy; the pictures at the end return matplotlib figures and need no browser.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics, viz
+from . import cases, metrics, viz
 from .errors import AdkitError, UsageError
 
 FP, FN, TP, TN = "false positive", "false negative", "true positive", "true negative"
@@ -136,7 +136,7 @@ def pooled(preds: dict[str, dict]) -> tuple[np.ndarray, np.ndarray]:
 def default_threshold(preds: dict[str, dict]) -> float:
     """The one threshold with the highest F1 over all classes' images together (chosen on the test set: a
     starting point for the analysis, not a number to report)."""
-    return viz.f1_threshold(*pooled(preds))
+    return cases.f1_threshold(*pooled(preds))
 
 
 def histograms(preds: dict[str, dict], bins: int = 30) -> dict:
@@ -186,9 +186,9 @@ def worst(
 
 
 def normal_scales(preds: dict[str, dict]) -> dict[str, tuple[float, float] | None]:
-    """Per class, the scale of its normal test images' maps (`viz.normal_scale`); None without normals."""
+    """Per class, the scale of its normal test images' maps (`cases.normal_scale`); None without normals."""
     return {
-        cls: viz.normal_scale(p["amap"][np.asarray(p["label"]) == 0]) if (np.asarray(p["label"]) == 0).any() else None
+        cls: cases.normal_scale(p["amap"][np.asarray(p["label"]) == 0]) if (np.asarray(p["label"]) == 0).any() else None
         for cls, p in preds.items()
     }
 
@@ -197,13 +197,13 @@ def failure_items(
     preds: dict[str, dict], images: dict[str, np.ndarray], rows: list[dict], scales: dict | None = None
 ) -> list[dict]:
     """`viz.gallery` items for rows of `worst`: each map relative to its class's normal maps (0: a typical
-    normal pixel, 1: a high normal peak; shown on 0..2, as `viz.failures` does), the mask outlined."""
+    normal pixel, 1: a high normal peak; shown on 0..2, as `cases.failures` does), the mask outlined."""
     scales = normal_scales(preds) if scales is None else scales
     items = []
     for r in rows:
         p, cls, i = preds[r["class"]], r["class"], r["index"]
         scale = scales.get(cls)
-        amap = viz.relative(p["amap"][i], scale) if scale else p["amap"][i]
+        amap = cases.relative(p["amap"][i], scale) if scale else p["amap"][i]
         tag = "FP" if r["verdict"] == FP else "FN"
         items.append(
             {

@@ -65,7 +65,7 @@ def comparison_table(results: dict[str, dict], keys=("image_auroc", "pixel_auroc
 
 
 def _save_cases(run_dir: Path, out_dir: Path, tag: str) -> list[str]:
-    from . import viz
+    from . import cases, viz
 
     res, preds = evaluate(run_dir, progress=False, save=False, return_preds=True)
     images = {}
@@ -73,7 +73,7 @@ def _save_cases(run_dir: Path, out_dir: Path, tag: str) -> list[str]:
         images[cls] = np.stack([data.core.read_image(path) for path in p["path"]])
     size = next(iter(preds.values()))["amap"].shape[-1]
     images = {c: np.stack([data.core.resize_image(im, size) for im in v]) for c, v in images.items()}
-    picked = viz.cases(preds, images, n=4)
+    picked = cases.cases(preds, images, n=4)
     written = []
     for kind, items in picked.items():
         fig = viz.gallery(items, ncols=4, title=f"{tag}: {kind} cases (white: ground truth)")

@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .cases import RELATIVE_LABEL, browser_indices, cases, f1_threshold, failures, normal_scale, relative  # noqa: F401
 from .config import IMAGE_SIZE
 
 
@@ -42,7 +43,6 @@ def mask_outline(ax, mask: np.ndarray, color: str = "white") -> None:
         ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=color, linewidths=1.0)
 
 
-RELATIVE_LABEL = "map relative to normals\n(0: typical normal pixel,\n1: a high normal peak)"
 OWN_RANGE_LABEL = "anomaly map, each on\nits own range (low → high)"
 
 
@@ -96,36 +96,6 @@ def gallery(
     else:
         colorbar(fig, axes, 0.0, 1.0, OWN_RANGE_LABEL).set_ticks([0, 1], labels=["low", "high"])
     return fig
-
-
-def cases(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 4) -> dict[str, list[dict]]:
-    """Best and worst cases over classes: the highest-scoring defects ("best") and the lowest-scoring
-    defects and highest-scoring normals ("worst"), each ranked by score relative to its class's normals."""
-    rows = []
-    for cls, p in preds.items():
-        good = p["score"][p["label"] == 0]
-        ref = float(np.median(good)) if len(good) else 0.0
-        spread = float(np.std(good)) + 1e-8 if len(good) > 1 else 1.0
-        for i in range(len(p["score"])):
-            z = (float(p["score"][i]) - ref) / spread
-            rows.append((cls, i, int(p["label"][i]), z))
-    defects = sorted([r for r in rows if r[2] == 1], key=lambda r: -r[3])
-    normals = sorted([r for r in rows if r[2] == 0], key=lambda r: -r[3])
-
-    def item(r, tag):
-        cls, i, _, z = r
-        p = preds[cls]
-        return {
-            "image": images[cls][i],
-            "amap": p["amap"][i],
-            "mask": p["mask"][i],
-            "title": f"{cls}/{p['defect'][i]} {tag} z={z:.1f}",
-        }
-
-    return {
-        "best": [item(r, "hit") for r in defects[:n]],
-        "worst": [item(r, "missed") for r in defects[::-1][:n]] + [item(r, "false alarm") for r in normals[:n]],
-    }
 
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
@@ -247,35 +217,6 @@ def notebook_defaults(dpi: int = 100, jpeg_quality: int | None = None) -> None:
 
 
 # -- scales ---------------------------------------------------------------------------------------------
-def normal_scale(normal_maps: np.ndarray, q: float = 95.0) -> tuple[float, float]:
-    """A colour scale read off maps of normal images: (median pixel, `q`-th percentile of their maxima).
-
-    With `relative(amap, scale)`, 0 is an ordinary normal pixel and 1 the peak of a high-scoring normal
-    image, so maps of models whose scores live on different scales can be compared by eye.
-    """
-    m = np.asarray(normal_maps, dtype=np.float64)
-    m = m[None] if m.ndim == 2 else m
-    lo = float(np.median(m))
-    hi = float(np.percentile(m.reshape(len(m), -1).max(axis=1), q))
-    return lo, max(hi, lo + 1e-8)
-
-
-def relative(amap: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """`(amap − lo) / (hi − lo)` for `scale = (lo, hi)` from `normal_scale`."""
-    lo, hi = scale
-    return (np.asarray(amap, dtype=np.float32) - lo) / (hi - lo)
-
-
-def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The image-score threshold with the highest F1 (flag `score >= threshold`); inf without defects."""
-    from sklearn.metrics import precision_recall_curve
-
-    labels = np.asarray(labels) > 0
-    if not labels.any():
-        return float("inf")
-    p, r, t = precision_recall_curve(labels, np.asarray(scores, dtype=np.float64))
-    f1 = 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12)
-    return float(t[int(np.argmax(f1))])
 
 
 # -- several models side by side ------------------------------------------------------------------------
@@ -405,10 +346,6 @@ def class_examples(data_name: str, root, classes: list[str], image_size: int = I
 
 
 # -- the test-set browser -------------------------------------------------------------------------------
-def browser_indices(preds: dict[str, dict], cls: str, defect: str | None = None) -> list[int]:
-    """Indices of a class's test images, all or of one defect type ("good" for the normals)."""
-    p = preds[cls]
-    return [i for i, d in enumerate(p["defect"]) if defect in (None, "all", d)]
 
 
 def browser_figure(
@@ -462,29 +399,6 @@ def browser_figure(
 
 
 # -- failure gallery ------------------------------------------------------------------------------------
-def failures(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 2) -> list[dict]:
-    """Per class, the `n` highest-scoring normals and the `n` lowest-scoring defects, as `gallery` items
-    (a row of 2n per class), each map relative to its class's normal maps (`normal_scale`, shown on 0..2)."""
-    items = []
-    for cls, p in preds.items():
-        good, bad = np.flatnonzero(p["label"] == 0), np.flatnonzero(p["label"] == 1)
-        scale = normal_scale(p["amap"][good]) if len(good) else None
-        picks = [(i, "normal, high") for i in good[np.argsort(-p["score"][good])][:n]]
-        picks += [(i, "defect, low") for i in bad[np.argsort(p["score"][bad])][:n]]
-        for i, tag in picks:
-            amap = relative(p["amap"][i], scale) if scale else p["amap"][i]
-            items.append(
-                {
-                    "image": images[cls][i],
-                    "amap": amap,
-                    "mask": p["mask"][i],
-                    "vmin": 0.0 if scale else None,
-                    "vmax": 2.0 if scale else None,
-                    "cbar_label": RELATIVE_LABEL if scale else None,
-                    "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.2f}",
-                }
-            )
-    return items
 
 
 # -- training -------------------------------------------------------------------------------------------

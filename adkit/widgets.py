@@ -15,7 +15,7 @@ import io
 
 import numpy as np
 
-from . import viz
+from . import cases, viz
 from .data import defects
 from .evaluate import predict
 from .probes import to_tensor
@@ -38,10 +38,10 @@ def paste_patch(
 
 
 def probe_scales(models_by_label: dict[str, dict], images: dict[str, np.ndarray]) -> dict[str, dict]:
-    """`{label: {cls: viz.normal_scale(maps of the class's normal images under that run)}}`."""
+    """`{label: {cls: cases.normal_scale(maps of the class's normal images under that run)}}`."""
     return {
         label: {
-            cls: viz.normal_scale(predict(model_for(models, cls), to_tensor(x))["amap"]) for cls, x in images.items()
+            cls: cases.normal_scale(predict(model_for(models, cls), to_tensor(x))["amap"]) for cls, x in images.items()
         }
         for label, models in models_by_label.items()
     }
@@ -84,8 +84,8 @@ def probe_figure(
                 amap, scale = predict(m, to_tensor(img[None]))["amap"][0], scales[label][cls]
             else:
                 p = predict(m, to_tensor(np.stack([img, clean[cls]])))
-                amap, scale = p["amap"][0], viz.normal_scale(p["amap"][1:])
-            maps[label].append(viz.relative(amap, scale))
+                amap, scale = p["amap"][0], cases.normal_scale(p["amap"][1:])
+            maps[label].append(cases.relative(amap, scale))
     import matplotlib.pyplot as plt
 
     n = 1 + len(models_by_label)
@@ -162,7 +162,7 @@ def test_set_browser(preds: dict[str, dict], images: dict[str, np.ndarray], thre
         return ["all"] + sorted(set(preds[cls]["defect"]))
 
     def indices():
-        return viz.browser_indices(preds, cls_w.value, def_w.value)
+        return cases.browser_indices(preds, cls_w.value, def_w.value)
 
     def redraw(*_):
         ids = indices()
