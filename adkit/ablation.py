@@ -3,7 +3,6 @@ and the dual student's fusion on one trained run (`dual_ablation`).
 
     adkit ablate --out runs/ablation --classes brick,grass,cat,coffee --iters-one 100
     adkit ablate --dual runs/digits-dual            # each branch, sum, Noisy-OR × link × calibration
-    (`python -m adkit.ablation ...` is the same command)
 
 Each step is a cumulative set of `rd+snl` (or `fd+snl`) options (`ABLATION` below); every run
 goes through `cached_run`, so re-running the loop only trains what is missing. Prints a markdown table
@@ -12,7 +11,6 @@ of mean image AUROC / pixel AUROC / AUPRO, and the cross-class cut-paste subset,
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import sys
@@ -149,7 +147,7 @@ def markdown(rows: dict) -> str:
 
 
 def run_cli(a) -> int:
-    """`adkit ablate` (and `python -m adkit.ablation`) with parsed arguments (see `adkit.cli.ablate_arguments`)."""
+    """`adkit ablate` with parsed arguments (its flags are defined in `adkit.cli`, which loads no torch)."""
     if a.dual:
         print(dual_markdown(dual_ablation(a.dual, data_name=a.data)))
         return 0
@@ -158,15 +156,3 @@ def run_cli(a) -> int:
     )
     print(markdown(rows))
     return 0
-
-
-def main(argv=None) -> int:
-    from .cli import ablate_arguments
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ablate_arguments(p)
-    return run_cli(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -228,7 +228,7 @@ def cmd_ablate(a) -> int:
 
 
 def ablate_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `adkit ablate` (also `python -m adkit.ablation`)."""
+    """The flags of `adkit ablate`."""
     p.add_argument("--out", default="runs/ablation", help="cache of the ablation's runs")
     p.add_argument("--classes", default="brick,grass,gravel,tissue,cat,coffee,cameraman,rocket")
     p.add_argument("--iters-one", type=int, default=100, help="steps per class (multi-class: × classes)")

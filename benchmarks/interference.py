@@ -56,11 +56,12 @@ class Job:
     size: int
     batch: int
     seed: int
+    model: str = "rd"
 
     @property
     def name(self) -> str:
-        tag = "oc" if self.setting == "one-class" else "mc"
-        return f"{tag}-k{self.k}-S{self.steps}-px{self.size}-b{self.batch}-s{self.seed}"
+        tag = ("oc" if self.setting == "one-class" else "mc") + ("" if self.model == "rd" else "-" + self.model)
+        return f"{tag.replace('+', '_')}-k{self.k}-S{self.steps}-px{self.size}-b{self.batch}-s{self.seed}"
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -80,8 +81,10 @@ def plan(factor: str, seeds: list[int]) -> list[Job]:
         elif factor == "size":  # half the image side (a quarter of the compute), at 8 and 14 classes
             jobs.append(Job("one-class", 14, 100, 64, 16, s))
             jobs += [Job("multi-class", k, 100, 64, 16, s) for k in (8, 14)]
+        elif factor == "snl":  # multi-class RD+SNL where the gap is largest: does it close it?
+            jobs.append(Job("multi-class", 14, 100, 128, 16, s, "rd+snl"))
         else:
-            raise SystemExit(f"unknown factor {factor!r}: curve, steps, size")
+            raise SystemExit(f"unknown factor {factor!r}: curve, steps, size, snl")
     return jobs
 
 
@@ -117,11 +120,11 @@ def run_job(job: Job, out: Path, root: Path) -> dict:
         return json.loads(stats_path.read_text())
     iters = job.steps if job.setting == "one-class" else job.steps * job.k
     cfg = TrainConfig(
+        model=job.model,
         data="mini",
         root=str(root),
         classes=job.classes,
         setting=job.setting,
-        model="rd",
         image_size=job.size,
         iters=iters,
         batch_size=job.batch,
@@ -223,17 +226,18 @@ def summarize_gaps(out: Path) -> list[dict]:
     for s in stats.values():
         j = Job(**s["job"])
         if j.setting == "multi-class":
-            mcs.setdefault((j.k, j.steps, j.size, j.batch), []).append((j, s))
-    for (k, steps, size, batch), items in sorted(mcs.items()):
-        gaps, oc_means, mc_means, ses, defect_gaps = [], [], [], [], {}
+            mcs.setdefault((j.k, j.steps, j.size, j.batch, j.model), []).append((j, s))
+    for (k, steps, size, batch, model), items in sorted(mcs.items()):
+        gaps, oc_means, mc_means, ses, defect_gaps, vs_rd = [], [], [], [], {}, []
         seeds = []
         for j, mc in sorted(items, key=lambda t: t[0].seed):
-            # the one-class run of this seed and recipe with the most classes (it holds the first k)
+            # the one-class RD run of this seed and recipe with the most classes (it holds the first k)
             ocs = [Job(**s["job"]) for s in stats.values()]
             ocs = [
                 o
                 for o in ocs
                 if o.setting == "one-class"
+                and o.model == "rd"
                 and (o.steps, o.size, o.batch, o.seed) == (steps, size, batch, j.seed)
                 and o.k >= k
             ]
@@ -246,6 +250,9 @@ def summarize_gaps(out: Path) -> list[dict]:
             oc_means.append(100 * oc_m)
             mc_means.append(100 * mc_m)
             gaps.append(100 * (oc_m - mc_m))
+            if model != "rd":  # paired against multi-class RD of the same seed and recipe
+                rd = Job("multi-class", k, steps, size, batch, j.seed).name
+                vs_rd.append(100 * (mc_m - mean_over(stats[rd], cls)) if rd in stats else float("nan"))
             # one seed's standard error of the multi-class mean, from the bootstrap over test images
             boots = np.mean([mc["classes"][c]["bootstrap"] for c in cls], axis=0)
             ses.append(100 * float(np.std(boots, ddof=1)))
@@ -254,21 +261,23 @@ def summarize_gaps(out: Path) -> list[dict]:
                 defect_gaps.setdefault(dt, []).append(100 * float(g))
         if not seeds:
             continue
-        rows.append(
-            {
-                "k": k,
-                "steps_per_class": steps,
-                "image_size": size,
-                "batch": batch,
-                "seeds": seeds,
-                "one_class": t_interval(oc_means),
-                "multi_class": t_interval(mc_means),
-                "gap": t_interval(gaps),
-                "gap_per_seed": [round(g, 2) for g in gaps],
-                "se_one_seed_multi_class": [round(x, 2) for x in ses],
-                "gap_by_defect": {d: t_interval(v) for d, v in defect_gaps.items()},
-            }
-        )
+        row = {
+            "k": k,
+            "model": model,
+            "steps_per_class": steps,
+            "image_size": size,
+            "batch": batch,
+            "seeds": seeds,
+            "one_class": t_interval(oc_means),
+            "multi_class": t_interval(mc_means),
+            "gap": t_interval(gaps),
+            "gap_per_seed": [round(g, 2) for g in gaps],
+            "se_one_seed_multi_class": [round(x, 2) for x in ses],
+            "gap_by_defect": {d: t_interval(v) for d, v in defect_gaps.items()},
+        }
+        if model != "rd":
+            row["multi_class_minus_rd_multi_class"] = t_interval(vs_rd)
+        rows.append(row)
     return rows
 
 
@@ -281,6 +290,21 @@ def _fmt(f: dict) -> str:
 
 def cmd_summary(a) -> None:
     rows = summarize_gaps(Path(a.out))
+    if a.write:  # the file notebook 1 and the README read: the rows plus how they were made
+        roots = sorted(p.name for p in Path(a.out).glob("mini-test*"))
+        doc = {
+            "what": "one-class RD minus multi-class RD, mean image AUROC in points, paired by seed; "
+            "mean and 95% Student-t interval over seeds",
+            "made_by": "python benchmarks/interference.py run --out OUT --factor curve,size "
+            "(2 workers, 1 thread each); python benchmarks/interference.py summary --out OUT --write FILE",
+            "classes_in_order": list(ORDER),
+            "test_split": roots,
+            "backbone": "efficientnet_lite0",
+            "batch": 16,
+            "rows": rows,
+        }
+        Path(a.write).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.write).write_text(json.dumps(doc, indent=1) + "\n")
     if a.json:
         print(json.dumps(rows, indent=1))
         return
@@ -288,13 +312,17 @@ def cmd_summary(a) -> None:
         "gap = one-class RD − multi-class RD, mean image AUROC points, mean [95% t interval] over seeds; "
         "n.s.: the interval contains 0"
     )
-    print("| k | steps/class | px | seeds | one-class | multi-class | gap | SE one seed (MC) | gap by defect type |")
-    print("|---:|---:|---:|---|---:|---:|---|---:|---|")
+    print(
+        "| k | multi-class model | steps/class | px | seeds | one-class RD | multi-class | gap | "
+        "multi-class − RD multi-class | SE one seed (MC) | gap by defect type |"
+    )
+    print("|---:|---|---:|---:|---|---:|---:|---|---|---:|---|")
     for r in rows:
         defects = "; ".join(f"{d} {_fmt(f)}" for d, f in r["gap_by_defect"].items())
+        vs = _fmt(r["multi_class_minus_rd_multi_class"]) if "multi_class_minus_rd_multi_class" in r else "—"
         print(
-            f"| {r['k']} | {r['steps_per_class']} | {r['image_size']} | {r['seeds']} | "
-            f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | "
+            f"| {r['k']} | {r['model']} | {r['steps_per_class']} | {r['image_size']} | {r['seeds']} | "
+            f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | {vs} | "
             f"{max(r['se_one_seed_multi_class']):.2f} | {defects} |"
         )
 
@@ -317,6 +345,7 @@ def main(argv=None) -> None:
     s = sub.add_parser("summary")
     s.add_argument("--out", required=True)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--write", default=None, metavar="FILE", help="also write the rows and their provenance as JSON")
     a = p.parse_args(argv)
     {"run": cmd_run, "job": cmd_job, "summary": cmd_summary}[a.cmd](a)
 
