@@ -99,10 +99,11 @@ def probe_figure(
             axes[i, j].imshow(viz.overlay(img, rel, 0.0, 2.0))
             viz.mask_outline(axes[i, j], m)
             inside = f"patch {float(rel[m].max()):.1f} · " if m is not None else ""
-            axes[i, j].set_title(f"{label}\n{inside}max {float(rel.max()):.1f}", fontsize=7)
+            axes[i, j].set_title(f"{label}\n{inside}max {float(rel.max()):.1f}", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
+    viz.colorbar(fig, axes[:, 1:].ravel().tolist(), 0.0, 2.0, cases.RELATIVE_LABEL)  # what a map value means
     return fig
 
 

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from adkit import features, models, viz, widgets  # noqa: E402
+from adkit import cases, features, models, viz, widgets  # noqa: E402
 
 
 def _preds(rng, n_good=6, n_bad=4, size=16):
@@ -180,6 +180,7 @@ def test_probe_figure_and_explorers_build(tiny_rd, preds_images):
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("mixup λ=0.30") and "model of cat" in titles[0]
     assert "patch" in titles[4]  # second row, first model: the pasted patch is scored
+    assert len(fig.axes) == 2 * 3 + 1 and fig.axes[-1].get_ylabel() == cases.RELATIVE_LABEL  # one colour bar
     scales = widgets.probe_scales(runs, imgs)
     assert set(scales) == set(runs) and set(scales["RD one-class"]) == {"brick", "cat"}
     widgets.probe_figure(runs, imgs["brick"][0], imgs["cat"][0], "brick", "cat", scales=scales)
