@@ -249,7 +249,7 @@ def cmd_demo(a) -> int:
         image_size=a.image_size,
         classes=_classes(a.classes),
         quick=a.quick,
-        snl=not a.no_snl,
+        snl=a.snl,
         echo=not a.json,
         full=a.full,
     )
@@ -288,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the demo's recipe)")
     d.add_argument("--classes", default=None, help="comma-separated mini classes (default: all 14)")
     d.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check the install")
-    d.add_argument("--no-snl", action="store_true", help="skip RD+SNL")
-    d.add_argument("--full", action="store_true", help="also RD+SNL one-class (about 4 more minutes)")
+    d.add_argument("--snl", action="store_true", help="also RD+SNL multi-class (about 7 more minutes on 2 cores)")
+    d.add_argument("--full", action="store_true", help="RD+SNL one-class and multi-class too (about 15 more minutes)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
 

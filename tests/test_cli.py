@@ -107,8 +107,9 @@ def test_bench_json(capsys):
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ADKIT_DATA", str(tmp_path / "data"))
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--json"]) == 0
+    assert main(["demo", "--quick", "--snl", "--out", str(tmp_path / "demo"), "--json"]) == 0
     res = _json(capsys)
-    assert {"rd one-class", "rd multi-class", "rd+snl multi-class"} <= set(res["results"])
+    assert set(res["results"]) == {"rd one-class", "rd multi-class", "rd+snl multi-class"}  # --snl adds RD+SNL
+    assert res["iters_multi"] == res["iters_one"] * len(res["classes"])  # equal compute (quick: 4 × 2 classes)
     assert (tmp_path / "demo" / "metrics.json").is_file() and (tmp_path / "demo" / "table.md").is_file()
     assert len(list((tmp_path / "demo").glob("heatmaps_*.png"))) == 4
