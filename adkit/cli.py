@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iters-one", type=int, default=None, help="steps per class, one-class (default 100)")
     d.add_argument("--iters-multi", type=int, default=None, help="steps, multi-class (default: classes × --iters-one)")
     d.add_argument("--image-size", type=int, default=None, help="input side in pixels (default: the demo's recipe)")
-    d.add_argument("--classes", default=None, help="comma-separated mini classes (default: all 14)")
+    d.add_argument("--classes", default=None, help="comma-separated mini classes, or all (default: 8 of the 14)")
     d.add_argument("--quick", action="store_true", help="a tiny run (seconds) to check the install")
     d.add_argument("--snl", action="store_true", help="also RD+SNL multi-class (about 7 more minutes on 2 cores)")
     d.add_argument("--full", action="store_true", help="RD+SNL one-class and multi-class too (about 15 more minutes)")
