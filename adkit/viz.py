@@ -152,7 +152,7 @@ def gap_curve(rows: list[dict], ax=None, title: str = ""):
     ax.set_xlabel("classes trained together (multi-class) / one model each (one-class)")
     ax.set_ylabel("one-class − multi-class\nmean image AUROC (points)")
     ax.set_title(title or "Cross-class interference: mean and 95% interval over seeds", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     return ax
 
 

@@ -295,8 +295,10 @@ def cmd_summary(a) -> None:
         doc = {
             "what": "one-class RD minus multi-class RD, mean image AUROC in points, paired by seed; "
             "mean and 95% Student-t interval over seeds",
-            "made_by": "python benchmarks/interference.py run --out OUT --factor curve,size "
-            "(2 workers, 1 thread each); python benchmarks/interference.py summary --out OUT --write FILE",
+            "made_by": "python benchmarks/interference.py run --out OUT --factor curve,size,snl "
+            "(1 thread per job); python benchmarks/interference.py summary --out OUT --write FILE",
+            "train_seconds_total": round(sum(s["train_seconds"] for s in collect(Path(a.out)).values())),
+            "machine": a.machine,
             "classes_in_order": list(ORDER),
             "test_split": roots,
             "backbone": "efficientnet_lite0",
@@ -346,6 +348,7 @@ def main(argv=None) -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--json", action="store_true")
     s.add_argument("--write", default=None, metavar="FILE", help="also write the rows and their provenance as JSON")
+    s.add_argument("--machine", default="", help="with --write: where and how it ran, in words")
     a = p.parse_args(argv)
     {"run": cmd_run, "job": cmd_job, "summary": cmd_summary}[a.cmd](a)
 
