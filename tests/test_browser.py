@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -202,6 +203,8 @@ def lab(tmp_path_factory, repo_notebooks):
                 cell.outputs, cell.execution_count = [], None
         nb.metadata.pop("widgets", None)
         nbformat.write(nb, root / "notebooks" / p.name)
+    # what the notebooks read and link beside them: docs/ (notebook 1 draws docs/results/interference.json)
+    shutil.copytree(REPO / "docs", root / "docs")
     server = Lab(root, tmp_path_factory.mktemp("lab-state"))
     argv = server.api("kernelspecs")["kernelspecs"]["python3"]["spec"]["argv"]
     assert argv[0] == sys.executable, f"the python3 kernel runs {argv[0]}, pytest runs {sys.executable}"
