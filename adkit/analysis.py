@@ -202,19 +202,9 @@ def failure_items(
     items = []
     for r in rows:
         p, cls, i = preds[r["class"]], r["class"], r["index"]
-        scale = scales.get(cls)
-        amap = cases.relative(p["amap"][i], scale) if scale else p["amap"][i]
         tag = "FP" if r["verdict"] == FP else "FN"
-        items.append(
-            {
-                "image": images[cls][i],
-                "amap": amap,
-                "mask": p["mask"][i],
-                "vmin": 0.0 if scale else None,
-                "vmax": 2.0 if scale else None,
-                "title": f"{tag} {cls}/{r['defect']}\nscore {r['score']:.3g}",
-            }
-        )
+        title = f"{tag} {cls}/{r['defect']}\nscore {r['score']:.3g}"
+        items.append(cases.relative_item(images[cls][i], p["amap"][i], p["mask"][i], scales.get(cls), title))
     return items
 
 

@@ -88,16 +88,20 @@ def failures(preds: dict[str, dict], images: dict[str, np.ndarray], n: int = 2) 
         picks = [(i, "normal, high") for i in good[np.argsort(-p["score"][good])][:n]]
         picks += [(i, "defect, low") for i in bad[np.argsort(p["score"][bad])][:n]]
         for i, tag in picks:
-            amap = relative(p["amap"][i], scale) if scale else p["amap"][i]
-            items.append(
-                {
-                    "image": images[cls][i],
-                    "amap": amap,
-                    "mask": p["mask"][i],
-                    "vmin": 0.0 if scale else None,
-                    "vmax": 2.0 if scale else None,
-                    "cbar_label": RELATIVE_LABEL if scale else None,
-                    "title": f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.2f}",
-                }
-            )
+            title = f"{cls}/{p['defect'][i]}\n{tag} {float(p['score'][i]):.2f}"
+            items.append(relative_item(images[cls][i], p["amap"][i], p["mask"][i], scale, title, RELATIVE_LABEL))
     return items
+
+
+def relative_item(image, amap, mask, scale, title: str, cbar_label: str | None = None) -> dict:
+    """A `viz.gallery` item whose map is shown relative to its class's normal maps (`relative`, on 0..2) when
+    there is a `scale`, else as it is; `cbar_label` labels the relative scale."""
+    return {
+        "image": image,
+        "amap": relative(amap, scale) if scale else amap,
+        "mask": mask,
+        "vmin": 0.0 if scale else None,
+        "vmax": 2.0 if scale else None,
+        "cbar_label": cbar_label if scale else None,
+        "title": title,
+    }

@@ -164,7 +164,7 @@ def cmd_run(a) -> None:
     jobs = [j for f in a.factor.split(",") for j in plan(f, seeds)]
     todo = [j for j in jobs if not (out / "runs" / j.name / "stats.json").exists()]
     # longest first, so the two workers finish together
-    todo.sort(key=lambda j: -(j.steps * (j.k if j.setting == "multi-class" else j.k)) * (j.size / 128) ** 2)
+    todo.sort(key=lambda j: -j.steps * j.k * (j.size / 128) ** 2)
     print(f"{len(jobs)} jobs, {len(todo)} to run, {a.workers} workers at {a.threads} thread(s) each", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     running: list[tuple[Job, subprocess.Popen, float]] = []
@@ -227,15 +227,15 @@ def summarize_gaps(out: Path) -> list[dict]:
         j = Job(**s["job"])
         if j.setting == "multi-class":
             mcs.setdefault((j.k, j.steps, j.size, j.batch, j.model), []).append((j, s))
+    jobs = [Job(**s["job"]) for s in stats.values()]
     for (k, steps, size, batch, model), items in sorted(mcs.items()):
         gaps, oc_means, mc_means, ses, defect_gaps, vs_rd = [], [], [], [], {}, []
         seeds = []
         for j, mc in sorted(items, key=lambda t: t[0].seed):
             # the one-class RD run of this seed and recipe with the most classes (it holds the first k)
-            ocs = [Job(**s["job"]) for s in stats.values()]
             ocs = [
                 o
-                for o in ocs
+                for o in jobs
                 if o.setting == "one-class"
                 and o.model == "rd"
                 and (o.steps, o.size, o.batch, o.seed) == (steps, size, batch, j.seed)
