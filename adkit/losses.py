@@ -35,7 +35,8 @@ def rd_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.T
 
 
 def fd_loss(t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]) -> torch.Tensor:
-    """STFPM's loss: per position ½‖T̂ − Ŝ‖² of channel-normalised features, mean over positions, Σ stages."""
+    """STFPM's loss as its official code computes it (gdwang08/STFPM, `train_val`): per position ‖T̂ − Ŝ‖² of
+    channel-normalised features (= 2 − 2·cos; no ½), mean over the batch and the positions, Σ over stages."""
     _check(t_feats, s_feats)
     loss = t_feats[0].new_zeros(())
     for t, s in zip(t_feats, s_feats, strict=True):
@@ -49,9 +50,10 @@ def cosine_map(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def l2_map(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Per-position ½‖T̂ − Ŝ‖² of channel-normalised features (= 1 − cos): `(B,1,h,w)`."""
+    """Per-position ‖T̂ − Ŝ‖² of channel-normalised features (= 2 − 2·cos, STFPM's official map and loss, no ½):
+    `(B,1,h,w)`."""
     d = F.normalize(t, dim=1, eps=EPS) - F.normalize(s, dim=1, eps=EPS)
-    return 0.5 * (d * d).sum(1, keepdim=True)
+    return (d * d).sum(1, keepdim=True)
 
 
 # -- structural distillation (SNL, METHODS §4; our reconstruction) -------------------------------------

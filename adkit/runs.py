@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint
-from .config import ALL, TrainConfig, check_class_name
+from .config import ALL, MODEL_REVISIONS, TrainConfig, check_class_name
 from .errors import RunLocked, SettingsError, UsageError
 
 SETTINGS_FILE = "settings.json"
@@ -126,8 +126,12 @@ def remove_temporary_files(run: str | Path) -> None:
 
 # -- models --------------------------------------------------------------------------------------------
 def checkpoint_identity(cfg: TrainConfig, name: str) -> dict:
-    """What a checkpoint must agree on with its run: the model name and every setting that shapes it."""
-    return {"name": name, "train": cfg.to_dict(results_only=True)}
+    """What a checkpoint must agree on with its run: the model name, every setting that shapes it, and the
+    model's training revision (`config.MODEL_REVISIONS`; absent while it is 1, so older runs keep their identity)."""
+    ident = {"name": name, "train": cfg.to_dict(results_only=True)}
+    if MODEL_REVISIONS.get(cfg.model, 1) > 1:
+        ident["revision"] = MODEL_REVISIONS[cfg.model]
+    return ident
 
 
 def check_checkpoint(path: Path, info: dict, cfg: TrainConfig, name: str) -> None:
@@ -137,6 +141,8 @@ def check_checkpoint(path: Path, info: dict, cfg: TrainConfig, name: str) -> Non
     if have != want:
         diff = sorted(k for k in want["train"] if (have.get("train") or {}).get(k) != want["train"][k])
         what = f"model {have['name']!r}" if have["name"] != name else f"other settings ({', '.join(diff)})"
+        if have["name"] == name and not diff and have.get("revision") != want.get("revision"):
+            what = f"an older version of {cfg.model}'s training (revision {have.get('revision') or 1}, now {want.get('revision') or 1})"
         raise SettingsError(
             f"{path}: this checkpoint belongs to {what}, not to model {name!r} of this run — "
             "delete it to retrain that model, or use the run it came from"

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import backbones, checkpoint, data, distributed, models, runs
-from .config import ALL, SETTINGS, TrainConfig  # noqa: F401  (re-exported: adkit.train.TrainConfig)
+from .config import ALL, MODEL_REVISIONS, SETTINGS, TrainConfig  # noqa: F401  (re-exported: adkit.train.TrainConfig)
 from .errors import AdkitError, SettingsError, UsageError
 from .featcache import FeatureCache
 from .runs import model_names
@@ -389,9 +389,10 @@ def run_key(cfg: TrainConfig) -> str:
     """A short hash of every setting of a run (and the adkit version): the cache key of `cached_run`."""
     import hashlib
 
-    blob = json.dumps(
-        {"train": cfg.to_dict(results_only=True), "adkit": _version(), "format": CHECKPOINT_FORMAT}, sort_keys=True
-    )
+    key = {"train": cfg.to_dict(results_only=True), "adkit": _version(), "format": CHECKPOINT_FORMAT}
+    if MODEL_REVISIONS.get(cfg.model, 1) > 1:  # absent at 1: the keys of unchanged models stay as they were
+        key["revision"] = MODEL_REVISIONS[cfg.model]
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -3,6 +3,7 @@ should not be stored: widget state and widget views, timing metadata.
 
     OMP_NUM_THREADS=1 python notebooks/execute.py                  # all, in order
     OMP_NUM_THREADS=1 python notebooks/execute.py notebooks/02_probes.ipynb
+    python notebooks/execute.py --cells 5 notebooks/01_cross_class_interference.ipynb   # + its 5 slowest cells
 
 Each notebook runs with its own folder as the working directory, as under `pytest --nbval-lax`. The script
 then checks what the stored copy must not hold (absolute paths, files over 2 MB) and prints each
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -51,13 +53,26 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
     return out
 
 
-def execute(path: Path, timeout: int = 900) -> tuple[float, int, list[str]]:
+def cell_seconds(nb: nbformat.NotebookNode) -> list[tuple[float, int, str]]:
+    """(seconds, cell index, first source line) of every executed code cell, from nbclient's timing metadata."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        t = cell.metadata.get("execution", {})
+        if "iopub.execute_input" in t and "shell.execute_reply" in t:
+            a, b = (datetime.fromisoformat(t[k].replace("Z", "+00:00")) for k in ("iopub.execute_input", "shell.execute_reply"))
+            out.append(((b - a).total_seconds(), i, (cell.source.splitlines() or [""])[0][:70]))
+    return out
+
+
+def execute(path: Path, timeout: int = 900, cells: int = 0) -> tuple[float, int, list[str]]:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=cells > 0,
                             resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - t0
+    for sec, i, first in sorted(cell_seconds(nb), reverse=True)[:cells]:
+        print(f"  {path.name} cell {i}: {sec:.1f} s  {first}")
     clean(nb)
     nbformat.write(nb, path)
     size = path.stat().st_size
@@ -66,10 +81,13 @@ def execute(path: Path, timeout: int = 900) -> tuple[float, int, list[str]]:
 
 
 def main(argv: list[str]) -> int:
+    cells = 0
+    if argv[:1] == ["--cells"]:
+        cells, argv = int(argv[1]), argv[2:]
     paths = [Path(p) for p in argv] or sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
     failed = False
     for p in paths:
-        seconds, size, issues = execute(p)
+        seconds, size, issues = execute(p, cells=cells)
         print(f"{p.name}: {seconds:.0f} s, {size / 1e6:.2f} MB" + ("" if not issues else " — " + "; ".join(issues)))
         failed |= bool(issues)
     return int(failed)

@@ -92,10 +92,29 @@ def test_map_and_loss_forms_follow_methods():
     flat = float(losses.rd_loss([t], [s]))
     per_pixel = float(losses.cosine_map(t, s).mean())
     assert flat != pytest.approx(per_pixel)
-    # STFPM: ½‖T̂ − Ŝ‖² equals 1 − cos
-    assert torch.allclose(losses.l2_map(t, s), losses.cosine_map(t, s), atol=1e-5)
+    # STFPM: ‖T̂ − Ŝ‖² of unit vectors equals 2 − 2·cos (the official code has no ½)
+    assert torch.allclose(losses.l2_map(t, s), 2 * losses.cosine_map(t, s), atol=1e-5)
     # RD's loss is invariant to rescaling each image's features
     assert float(losses.rd_loss([t * 3.0], [s])) == pytest.approx(flat, rel=1e-5)
+
+
+def test_stfpm_loss_has_the_official_scale():
+    """Parity with gdwang08/STFPM's `train_val`: Σ over stages of the mean over batch and positions of the squared
+    distance of channel-normalised features, summed over channels — no ½, no division by the channel count."""
+    torch.manual_seed(0)
+    t = [torch.randn(2, 6, 8, 8), torch.randn(2, 10, 4, 4)]
+    s = [torch.randn(2, 6, 8, 8), torch.randn(2, 10, 4, 4)]
+    official = sum(
+        ((a / a.norm(dim=1, keepdim=True) - b / b.norm(dim=1, keepdim=True)) ** 2).sum(1).mean() for a, b in zip(t, s)
+    )
+    assert float(losses.fd_loss(t, s)) == pytest.approx(float(official), rel=1e-5)
+    # at every position: opposite vectors give 4, orthogonal ones 2, per stage
+    e = torch.zeros(1, 2, 3, 3)
+    e[:, 0] = 1
+    f = torch.zeros(1, 2, 3, 3)
+    f[:, 1] = 1
+    assert float(losses.fd_loss([e], [-e])) == pytest.approx(4.0)
+    assert float(losses.fd_loss([e, e], [f, f])) == pytest.approx(4.0)
 
 
 def test_blur_preserves_constants_and_spreads_peaks():

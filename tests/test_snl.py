@@ -222,13 +222,13 @@ def test_snl_wraps_its_base_model_and_loads_checkpoints_written_before_the_wrapp
 
 
 def test_fd_snl_does_not_add_the_channel_term_twice(teacher):
-    """FD's loss per position is ½‖T̂ − Ŝ‖² = 1 − cos: the channel-wise term itself."""
+    """FD's loss per position is ‖T̂ − Ŝ‖² = 2·(1 − cos): the channel-wise term itself, with weight 2."""
     torch.manual_seed(0)
     fd = models.create("fd+snl", teacher=teacher, use_sp=False, use_intra=False, use_inter=False, use_cram=False)
     out = fd(torch.rand(2, 3, 64, 64))
     pairs = list(zip(out["t_feats"], out["s_feats"], strict=True))
     base = losses.fd_loss(out["t_feats"], out["s_feats"])
-    assert torch.allclose(base, sum(losses.channel_loss(t, s) for t, s in pairs), atol=1e-5)
+    assert torch.allclose(base, 2 * sum(losses.channel_loss(t, s) for t, s in pairs), atol=1e-5)
     lo = fd.loss(out)
     assert "ch" not in lo and torch.allclose(lo["loss"], base)
     rd = models.create("rd+snl", teacher=teacher, use_sp=False, use_intra=False, use_inter=False, use_cram=False)

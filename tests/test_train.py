@@ -119,3 +119,21 @@ def test_checkpoint_is_one_safetensors_file_and_round_trips(tmp_path, teacher):
     opt2 = models.create("rd", teacher=teacher).configure_optimizer()
     opt2.load_state_dict(opt_state)
     assert opt2.state_dict()["param_groups"][0]["lr"] == opt.state_dict()["param_groups"][0]["lr"]
+
+
+def test_a_model_revision_retires_old_checkpoints_and_cache_keys(tmp_path, mvtec_root, monkeypatch):
+    """FD's loss lost its ½ (revision 2): a run trained by the old code is refused by name, and `cached_run`
+    looks for its runs under a new key, so an old cached run is never taken for a new one."""
+    from adkit import config
+    from adkit.train import run_key
+
+    cfg = _cfg(mvtec_root, model="fd", iters=2, save_every=1)
+    new_key = run_key(cfg)
+    monkeypatch.setitem(config.MODEL_REVISIONS, "fd", 1)  # the old code
+    old_key = run_key(cfg)
+    train(cfg, tmp_path / "r", progress=False)
+    monkeypatch.setitem(config.MODEL_REVISIONS, "fd", 2)
+    assert new_key == run_key(cfg) != old_key
+    assert run_key(_cfg(mvtec_root)) == run_key(_cfg(mvtec_root))  # rd: revision 1, no entry in its key
+    with pytest.raises(SettingsError, match=r"older version of fd's training \(revision 1, now 2\)"):
+        load_run(tmp_path / "r")

@@ -2,8 +2,9 @@
 Detection", BMVC 2021).
 
 The student has the teacher's architecture, starts from random weights and sees the image; it learns to
-reproduce the teacher's stages on normal images only. Map: per stage ½‖T̂ − Ŝ‖² of channel-normalised
-features, upsampled, multiplied over stages (official; sum as an option); score: max.
+reproduce the teacher's stages on normal images only. Loss and map as the official code (gdwang08/STFPM): per
+position ‖T̂ − Ŝ‖² of channel-normalised features (no ½); the map upsamples it per stage and multiplies over
+stages (official; sum as an option); score: max. Optimiser: the official SGD, lr 0.4, momentum 0.9, wd 1e-4.
 """
 
 from __future__ import annotations

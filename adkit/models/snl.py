@@ -155,8 +155,9 @@ class SNL(ADModel):
     structural loss terms and the local + structural maps with their calibration. Its options are the base
     model's plus `SNLConfig`'s, in one flat config (`RDSNLConfig`, `FDSNLConfig`), as runs store them.
 
-    Terms the base loss already is are not added twice: FD's loss, per position ½‖T̂ − Ŝ‖² of channel-normalised
-    features, *is* the channel-wise term 1 − cos(T[:, i], S[:, i]) (`base_terms`), so FD+SNL leaves `use_ch` out.
+    Terms the base loss already is are not added twice: FD's loss, per position ‖T̂ − Ŝ‖² of channel-normalised
+    features, *is* the channel-wise term 1 − cos(T[:, i], S[:, i]) with weight 2 (`base_terms`), so FD+SNL leaves
+    `use_ch` out.
     """
 
     report_maps = ("local", "struct")  # evaluate() measures each alone too
