@@ -142,7 +142,8 @@ def check_checkpoint(path: Path, info: dict, cfg: TrainConfig, name: str) -> Non
         diff = sorted(k for k in want["train"] if (have.get("train") or {}).get(k) != want["train"][k])
         what = f"model {have['name']!r}" if have["name"] != name else f"other settings ({', '.join(diff)})"
         if have["name"] == name and not diff and have.get("revision") != want.get("revision"):
-            what = f"an older version of {cfg.model}'s training (revision {have.get('revision') or 1}, now {want.get('revision') or 1})"
+            was, now = have.get("revision") or 1, want.get("revision") or 1
+            what = f"an older version of {cfg.model}'s training (revision {was}, now {now})"
         raise SettingsError(
             f"{path}: this checkpoint belongs to {what}, not to model {name!r} of this run — "
             "delete it to retrain that model, or use the run it came from"
