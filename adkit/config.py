@@ -23,8 +23,8 @@ ALL = "all"  # the model name of a multi-class run
 MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")  # adkit.models.MODELS has exactly these (a test checks)
 # A model's training revision: raised when a change of the code changes what training produces for the same
 # settings, so that cached runs (`train.cached_run`) and checkpoints of the old code are not taken for new ones.
-# 2 (December 2026): FD's loss without the ½ (STFPM's official scale).
-MODEL_REVISIONS = {"fd": 2, "fd+snl": 2}
+# 2 (December 2026): FD's loss without the ½ (STFPM's official scale). 3: FD trains in channels-last layout.
+MODEL_REVISIONS = {"fd": 3, "fd+snl": 3}
 # dataset format -> module (imported lazily by adkit.data)
 DATA_FORMATS = {
     "mvtec": "adkit.data.mvtec",

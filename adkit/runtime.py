@@ -4,11 +4,13 @@
 quota (a container given 2 CPUs on a 64-core host sees 64 in its mask, and 64 spinning threads on 2 CPUs
 crawl). A value the user set is kept, and nothing changes once torch is loaded.
 
-Not set by default: `OMP_WAIT_POLICY=PASSIVE` (OpenMP threads sleep instead of spinning when they run out of
-work). Measured on a quiet 2-core machine (`benchmarks/train_steps.py`, `benchmarks/README.md`): with another
-CPU-bound torch process on the same cores a training step is 6–60× slower than alone with spinning threads and
-2.5× with PASSIVE, but PASSIVE costs about a third when the process is alone. So it stays the user's choice on a
-shared machine (`export OMP_WAIT_POLICY=PASSIVE` before starting Python).
+`GOMP_SPINCOUNT` defaults to 1000: an idle OpenMP thread (GNU libgomp, which torch's Linux wheels use) spins
+1000 times, then sleeps. libgomp's own default spins 300,000 times, and when another CPU-bound process shares the
+cores the spinning threads of both fight for them. Measured on a quiet 2-core machine
+(`benchmarks/train_steps.py`, median RD step, `benchmarks/README.md`): next to another CPU-bound torch process,
+libgomp's default made a step 35–60× slower than alone, 1000 spins 2.4× (PASSIVE, spin 0: 2.2×); alone, 1000 spins
+cost within the run-to-run noise (medians 177–219 ms against 177–199 ms over four runs each), PASSIVE about a
+third. A value the user set — `GOMP_SPINCOUNT`, or `OMP_WAIT_POLICY` — is kept.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def configure() -> None:
     if "torch" in sys.modules:  # too late: OpenMP has read its settings
         return
     os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+
+
+SPINCOUNT = "1000"  # see the module's docstring
 
 
 def device_default():

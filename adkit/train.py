@@ -198,6 +198,11 @@ def fit(
         last_save = time.monotonic()
 
     model.train()
+    # channels-last on the CPU where a model asks for it (`ADModel.train_channels_last`); the layout is given
+    # back when training ends, so checkpoints, evaluation and the caller see the model as it was
+    layout = torch.channels_last if device.type == "cpu" and model.train_channels_last else None
+    if layout is not None:
+        model.to(memory_format=layout)
     net = distributed.wrap(model, device)  # the model itself for one process
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
     # redrawn at most once a second: in a notebook every redraw is a few widget messages, and a flood of
@@ -215,8 +220,10 @@ def fit(
         fit_idx[distributed.share(_batch_indices(len(fit_idx), batch_size, seed, step))] for step in range(start, iters)
     )
     owned = contextlib.closing(cache) if cache is not images else contextlib.nullcontext()  # ours: spill file goes
-    with owned, _StopSignals(ckpt is not None) as stop, distributed.cpu_sync_batch_norm():
+    with owned, _StopSignals(ckpt is not None) as stop, distributed.cpu_sync_batch_norm(), _layout_back(model, layout):
         for step, (x, t_feats) in zip(bar, cache.batches(index_batches)):
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
             with autocast:
                 out = net(x, t_feats)
                 losses = model.loss(out)
@@ -251,6 +258,16 @@ def fit(
             calibrate()
     model.eval()
     return history
+
+
+@contextlib.contextmanager
+def _layout_back(model, layout):
+    """Give `model` back in the contiguous layout when the block ends (also on an exception or a stop)."""
+    try:
+        yield
+    finally:
+        if layout is not None:
+            model.to(memory_format=torch.contiguous_format)
 
 
 def image_size_multiple(teacher: backbones.Teacher) -> int:

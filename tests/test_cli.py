@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,27 @@ def test_demo_quick_end_to_end(tmp_path, monkeypatch, capsys):
     assert res["iters_multi"] == res["iters_one"] * len(res["classes"])  # equal compute (quick: 4 × 2 classes)
     assert (tmp_path / "demo" / "metrics.json").is_file() and (tmp_path / "demo" / "table.md").is_file()
     assert len(list((tmp_path / "demo").glob("heatmaps_*.png"))) == 4
+
+
+@pytest.mark.parametrize(
+    "env, want",
+    [
+        ({}, "1000"),  # adkit's default: spin briefly, then sleep
+        ({"GOMP_SPINCOUNT": "300000"}, "300000"),  # the user's value is kept
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, None),  # a wait policy the user chose is not overridden
+    ],
+)
+def test_importing_adkit_sets_a_short_openmp_spin_unless_the_user_chose(env, want):
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, adkit; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(want)
+    # too late once torch is loaded: nothing is set then
+    late = subprocess.run(
+        [sys.executable, "-c", "import torch, os, adkit; print(os.environ.get('GOMP_SPINCOUNT'))"],
+        env=base,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert late.stdout.strip() == "None"

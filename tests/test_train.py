@@ -128,12 +128,35 @@ def test_a_model_revision_retires_old_checkpoints_and_cache_keys(tmp_path, mvtec
     from adkit.train import run_key
 
     cfg = _cfg(mvtec_root, model="fd", iters=2, save_every=1)
-    new_key = run_key(cfg)
+    new_key, now = run_key(cfg), config.MODEL_REVISIONS["fd"]
+    assert now >= 2
     monkeypatch.setitem(config.MODEL_REVISIONS, "fd", 1)  # the old code
     old_key = run_key(cfg)
     train(cfg, tmp_path / "r", progress=False)
-    monkeypatch.setitem(config.MODEL_REVISIONS, "fd", 2)
+    monkeypatch.setitem(config.MODEL_REVISIONS, "fd", now)
     assert new_key == run_key(cfg) != old_key
     assert run_key(_cfg(mvtec_root)) == run_key(_cfg(mvtec_root))  # rd: revision 1, no entry in its key
-    with pytest.raises(SettingsError, match=r"older version of fd's training \(revision 1, now 2\)"):
+    with pytest.raises(SettingsError, match=rf"older version of fd's training \(revision 1, now {now}\)"):
         load_run(tmp_path / "r")
+
+
+@pytest.mark.parametrize("name", ["fd", "rd"])
+def test_fit_trains_in_the_layout_the_model_asks_for_and_gives_it_back(teacher, name):
+    """FD trains channels-last on the CPU (`train_channels_last`), RD in the plain layout; either way the model
+    comes out of `fit` contiguous, also when training stops with an exception."""
+    from adkit import models
+    from adkit.train import fit
+
+    model = models.create(name, teacher=teacher)
+    seen = []
+
+    def look(step, row):
+        w = next(p for p in model.student_parameters() if p.dim() == 4)
+        seen.append(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous())
+        if step == 2:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        fit(model, torch.rand(6, 3, 32, 32), iters=5, batch_size=2, progress=False, callback=look)
+    assert seen == [model.train_channels_last] * 3 and seen[0] == (name == "fd")
+    assert all(p.is_contiguous() for p in model.student_parameters())

@@ -187,6 +187,10 @@ class SNL(ADModel):
     def teacher(self) -> Teacher:
         return self.base.teacher
 
+    @property
+    def train_channels_last(self) -> bool:
+        return self.base.train_channels_last
+
     def _unprefixed_base_keys(self, state, prefix, *args) -> None:
         """Checkpoints written before SNL was a wrapper (adkit ≤ 0.1.0 runs) name the base's parts without
         `base.`; they load unchanged (the parameters were created in the same order, so they are the same)."""
