@@ -8,9 +8,9 @@ crawl). A value the user set is kept, and nothing changes once torch is loaded.
 1000 times, then sleeps. libgomp's own default spins 300,000 times, and when another CPU-bound process shares the
 cores the spinning threads of both fight for them. Measured on a quiet 2-core machine
 (`benchmarks/train_steps.py`, median RD step, `benchmarks/README.md`): next to another CPU-bound torch process,
-libgomp's default made a step 35–60× slower than alone, 1000 spins 2.4× (PASSIVE, spin 0: 2.2×); alone, 1000 spins
-cost within the run-to-run noise (medians 177–219 ms against 177–199 ms over four runs each), PASSIVE about a
-third. A value the user set — `GOMP_SPINCOUNT`, or `OMP_WAIT_POLICY` — is kept.
+libgomp's default made a step 35–58× slower than alone, 1000 spins 1.9–2.1× (PASSIVE, spin 0: 1.5–1.8×); alone,
+1000 spins cost within the run-to-run noise (177–219 ms against 177–199 ms over four runs each), PASSIVE about a
+fifth. A value the user set — `GOMP_SPINCOUNT`, or `OMP_WAIT_POLICY` — is kept.
 """
 
 from __future__ import annotations
