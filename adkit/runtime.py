@@ -4,13 +4,15 @@
 quota (a container given 2 CPUs on a 64-core host sees 64 in its mask, and 64 spinning threads on 2 CPUs
 crawl). A value the user set is kept, and nothing changes once torch is loaded.
 
-`GOMP_SPINCOUNT` defaults to 1000: an idle OpenMP thread (GNU libgomp, which torch's Linux wheels use) spins
-1000 times, then sleeps. libgomp's own default spins 300,000 times, and when another CPU-bound process shares the
-cores the spinning threads of both fight for them. Measured on a quiet 2-core machine
-(`benchmarks/train_steps.py`, median RD step, `benchmarks/README.md`): next to another CPU-bound torch process,
-libgomp's default made a step 35–58× slower than alone, 1000 spins 1.9–2.1× (PASSIVE, spin 0: 1.5–1.8×); alone,
-1000 spins cost within the run-to-run noise (177–219 ms against 177–199 ms over four runs each), PASSIVE about a
-fifth. A value the user set — `GOMP_SPINCOUNT`, or `OMP_WAIT_POLICY` — is kept.
+`GOMP_SPINCOUNT=1000` on a shared machine: an idle OpenMP thread (GNU libgomp, which torch's Linux wheels use)
+spins 1000 times, then sleeps, instead of libgomp's 300,000. When another CPU-bound process shares the cores,
+spinning threads fight for them. Measured on a quiet 2-core machine (`benchmarks/README.md`): next to another
+CPU-bound torch process a training step took 35–58× its time alone with libgomp's default and 2.0–2.1× with 1000
+spins. But alone the short spin is not free: notebook 1 from a cold cache took 340 s with it and 297 s without
+(FD's many small parallel regions pay for every sleep and wake-up), so it is set only when the machine looks
+shared — `ADKIT_SHARED=1`, or, without `ADKIT_SHARED`, a one-minute load average at import of at least the
+number of usable CPUs — and never over a `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY` the user set. `ADKIT_SHARED=0`
+turns it off.
 """
 
 from __future__ import annotations
@@ -47,12 +49,28 @@ def usable_cpus() -> int:
 def configure() -> None:
     if "torch" in sys.modules:  # too late: OpenMP has read its settings
         return
-    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
-    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = SPINCOUNT
+    cpus = usable_cpus()
+    os.environ.setdefault("OMP_NUM_THREADS", str(cpus))
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    spin = spin_setting(os.environ, load, cpus)
+    if spin is not None:
+        os.environ["GOMP_SPINCOUNT"] = spin
 
 
 SPINCOUNT = "1000"  # see the module's docstring
+
+
+def spin_setting(env, load: float, cpus: int) -> str | None:
+    """The `GOMP_SPINCOUNT` to set, or None: the short spin on a shared machine, unless the user chose."""
+    if "GOMP_SPINCOUNT" in env or "OMP_WAIT_POLICY" in env:
+        return None
+    shared = env.get("ADKIT_SHARED")
+    if shared is not None:
+        return SPINCOUNT if shared.strip() not in ("", "0") else None
+    return SPINCOUNT if load >= cpus else None
 
 
 def device_default():

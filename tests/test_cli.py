@@ -117,24 +117,28 @@ def test_demo_quick_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(
-    "env, want",
+    "env, load, want",
     [
-        ({}, "1000"),  # adkit's default: spin briefly, then sleep
-        ({"GOMP_SPINCOUNT": "300000"}, "300000"),  # the user's value is kept
-        ({"OMP_WAIT_POLICY": "ACTIVE"}, None),  # a wait policy the user chose is not overridden
+        ({}, 0.4, None),  # a quiet 2-CPU machine: libgomp's own spin (the short one costs time alone)
+        ({}, 2.3, "1000"),  # the CPUs are busy already: spin briefly, then sleep
+        ({"ADKIT_SHARED": "1"}, 0.0, "1000"),  # asked for
+        ({"ADKIT_SHARED": "0"}, 5.0, None),  # refused
+        ({"GOMP_SPINCOUNT": "300000"}, 5.0, None),  # the user's value is kept
+        ({"OMP_WAIT_POLICY": "ACTIVE", "ADKIT_SHARED": "1"}, 5.0, None),  # a wait policy the user chose wins
     ],
 )
-def test_importing_adkit_sets_a_short_openmp_spin_unless_the_user_chose(env, want):
+def test_a_short_openmp_spin_only_on_a_shared_machine_and_never_over_the_users_choice(env, load, want):
+    from adkit.runtime import spin_setting
+
+    assert spin_setting(env, load, cpus=2) == want
+
+
+def test_importing_adkit_sets_the_spin_before_torch_loads_and_not_after():
     base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    code = "import os, adkit; print(os.environ.get('GOMP_SPINCOUNT'))"
-    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(want)
-    # too late once torch is loaded: nothing is set then
-    late = subprocess.run(
-        [sys.executable, "-c", "import torch, os, adkit; print(os.environ.get('GOMP_SPINCOUNT'))"],
-        env=base,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert late.stdout.strip() == "None"
+    show = "import os, adkit; print(os.environ.get('GOMP_SPINCOUNT'))"
+    run = lambda code, env: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert run(show, {**base, "ADKIT_SHARED": "1"}) == "1000"
+    assert run(show, {**base, "ADKIT_SHARED": "0"}) == "None"
+    assert run("import torch; " + show, {**base, "ADKIT_SHARED": "1"}) == "None"  # too late once torch is loaded
