@@ -11,7 +11,8 @@ CPU-bound torch process a training step took 35–58× its time alone with libgo
 spins. But alone the short spin is not free: notebook 1 from a cold cache took 340 s with it and 297 s without
 (FD's many small parallel regions pay for every sleep and wake-up), so it is set only when the machine looks
 shared — `ADKIT_SHARED=1`, or, without `ADKIT_SHARED`, a one-minute load average at import of at least the
-number of usable CPUs — and never over a `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY` the user set. `ADKIT_SHARED=0`
+number of usable CPUs plus one (a process that alone keeps every CPU busy makes a load of about the CPU count,
+and the average lags a minute behind) — and never over a `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY` the user set. `ADKIT_SHARED=0`
 turns it off.
 """
 
@@ -70,7 +71,7 @@ def spin_setting(env, load: float, cpus: int) -> str | None:
     shared = env.get("ADKIT_SHARED")
     if shared is not None:
         return SPINCOUNT if shared.strip() not in ("", "0") else None
-    return SPINCOUNT if load >= cpus else None
+    return SPINCOUNT if load >= cpus + 1 else None
 
 
 def device_default():

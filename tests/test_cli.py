@@ -120,7 +120,8 @@ def test_demo_quick_end_to_end(tmp_path, monkeypatch, capsys):
     "env, load, want",
     [
         ({}, 0.4, None),  # a quiet 2-CPU machine: libgomp's own spin (the short one costs time alone)
-        ({}, 2.3, "1000"),  # the CPUs are busy already: spin briefly, then sleep
+        ({}, 2.3, None),  # one busy process (or its lagging average): not yet shared
+        ({}, 3.2, "1000"),  # oversubscribed already: spin briefly, then sleep
         ({"ADKIT_SHARED": "1"}, 0.0, "1000"),  # asked for
         ({"ADKIT_SHARED": "0"}, 5.0, None),  # refused
         ({"GOMP_SPINCOUNT": "300000"}, 5.0, None),  # the user's value is kept
