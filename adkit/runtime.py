@@ -12,8 +12,8 @@ spins. But alone the short spin is not free: notebook 1 from a cold cache took 3
 (FD's many small parallel regions pay for every sleep and wake-up), so it is set only when the machine looks
 shared — `ADKIT_SHARED=1`, or, without `ADKIT_SHARED`, a one-minute load average at import of at least the
 number of usable CPUs plus one (a process that alone keeps every CPU busy makes a load of about the CPU count,
-and the average lags a minute behind) — and never over a `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY` the user set. `ADKIT_SHARED=0`
-turns it off.
+and the average lags a minute behind) — and never over a `GOMP_SPINCOUNT` or `OMP_WAIT_POLICY` the user set.
+`ADKIT_SHARED=0` turns it off.
 """
 
 from __future__ import annotations
