@@ -35,8 +35,8 @@ class ADModel(nn.Module):
     name = "base"
     calibration_holdout: float = 0.0  # fraction of training normals kept out of training, for `calibrate`
     # `train.fit` trains in channels-last memory layout on the CPU: only where it was measured to pay (FD's
-    # full CNN student 1.6× per step; RD's small decoder none — benchmarks/README.md). It changes the floating-point
-    # order, so turning it on is a new training revision (`config.MODEL_REVISIONS`).
+    # whole-CNN student: 1.2–1.6× per step; RD's small decoder: none — benchmarks/README.md). It changes the
+    # floating-point order, so turning it on is a new training revision (`config.MODEL_REVISIONS`).
     train_channels_last: bool = False
     report_maps: tuple[str, ...] = ()  # maps besides "amap" that evaluation measures alone too (SNL's parts)
     report_scores: tuple[str, ...] = ()  # image scores besides "score" that evaluation reports (dual's branches)

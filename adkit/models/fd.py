@@ -32,7 +32,7 @@ class FDConfig:
 
 class ForwardDistillation(ADModel):
     name = "fd"
-    train_channels_last = True  # the student is a whole CNN: 1.6× faster steps on the CPU (benchmarks/README.md)
+    train_channels_last = True  # the student is a whole CNN: 1.2–1.6× faster steps on the CPU (benchmarks/README.md)
 
     def __init__(self, teacher: Teacher, config: FDConfig = FDConfig()):
         super().__init__(teacher, config)
