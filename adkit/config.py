@@ -25,6 +25,15 @@ MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")  # adkit.models.MODELS ha
 # settings, so that cached runs (`train.cached_run`) and checkpoints of the old code are not taken for new ones.
 # 2 (December 2026): FD's loss without the ½ (STFPM's official scale). 3: FD trains in channels-last layout.
 MODEL_REVISIONS = {"fd": 3, "fd+snl": 3}
+
+
+def revision_entry(model: str) -> dict:
+    """`{"revision": n}` for a model past revision 1, else `{}`: what a run key and a checkpoint identity add, so
+    that the keys and identities of models never revised stay as they were."""
+    n = MODEL_REVISIONS.get(model, 1)
+    return {"revision": n} if n > 1 else {}
+
+
 # dataset format -> module (imported lazily by adkit.data)
 DATA_FORMATS = {
     "mvtec": "adkit.data.mvtec",

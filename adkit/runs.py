@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint
-from .config import ALL, MODEL_REVISIONS, TrainConfig, check_class_name
+from .config import ALL, TrainConfig, check_class_name, revision_entry
 from .errors import RunLocked, SettingsError, UsageError
 
 SETTINGS_FILE = "settings.json"
@@ -128,10 +128,7 @@ def remove_temporary_files(run: str | Path) -> None:
 def checkpoint_identity(cfg: TrainConfig, name: str) -> dict:
     """What a checkpoint must agree on with its run: the model name, every setting that shapes it, and the
     model's training revision (`config.MODEL_REVISIONS`; absent while it is 1, so older runs keep their identity)."""
-    ident = {"name": name, "train": cfg.to_dict(results_only=True)}
-    if MODEL_REVISIONS.get(cfg.model, 1) > 1:
-        ident["revision"] = MODEL_REVISIONS[cfg.model]
-    return ident
+    return {"name": name, "train": cfg.to_dict(results_only=True), **revision_entry(cfg.model)}
 
 
 def check_checkpoint(path: Path, info: dict, cfg: TrainConfig, name: str) -> None:

@@ -47,6 +47,9 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
+SPINCOUNT = "1000"  # see the module's docstring
+
+
 def configure() -> None:
     if "torch" in sys.modules:  # too late: OpenMP has read its settings
         return
@@ -59,9 +62,6 @@ def configure() -> None:
     spin = spin_setting(os.environ, load, cpus)
     if spin is not None:
         os.environ["GOMP_SPINCOUNT"] = spin
-
-
-SPINCOUNT = "1000"  # see the module's docstring
 
 
 def spin_setting(env, load: float, cpus: int) -> str | None:

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import backbones, checkpoint, data, distributed, models, runs
-from .config import ALL, MODEL_REVISIONS, SETTINGS, TrainConfig  # noqa: F401  (re-exported: adkit.train.TrainConfig)
+from .config import ALL, SETTINGS, TrainConfig, revision_entry  # noqa: F401  (re-exported: adkit.train.TrainConfig)
 from .errors import AdkitError, SettingsError, UsageError
 from .featcache import FeatureCache
 from .runs import model_names
@@ -407,9 +407,7 @@ def run_key(cfg: TrainConfig) -> str:
     import hashlib
 
     key = {"train": cfg.to_dict(results_only=True), "adkit": _version(), "format": CHECKPOINT_FORMAT}
-    if MODEL_REVISIONS.get(cfg.model, 1) > 1:  # absent at 1: the keys of unchanged models stay as they were
-        key["revision"] = MODEL_REVISIONS[cfg.model]
-    blob = json.dumps(key, sort_keys=True)
+    blob = json.dumps({**key, **revision_entry(cfg.model)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
