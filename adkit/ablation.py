@@ -16,11 +16,16 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
 from . import checkpoint, data
 from .config import ALL, IMAGE_SIZE, TrainConfig
 from .evaluate import _jsonable, evaluate, predict_classes, score_sets, test_records
+from .models.dual import BRANCHES
 from .runs import load_run
 from .train import cached_run, holdout_split
+
+_CALIBRATION = {f"{k}_{b}" for k in ("tau", "mean", "std") for b in BRANCHES}
 
 # The ablation of METHODS §4, cumulative: each step's full options, so it runs as one loop over
 # `create(name, **options)`. The structural map enters the score (α = 1) with the intra term that trains
@@ -103,17 +108,30 @@ def dual_ablation(
         else (slice(None), slice(None))
     )
     test = test_records(cfg, data_name, classes=classes)
-    config, rows = model.config, {}
-    for link in links:
-        for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):
-            model.config = dataclasses.replace(config, link=link)
-            model.calibrate(images[idx])
-            preds = predict_classes({ALL: model}, test, cfg.image_size, progress=False)
-            rows[f"{link} link, calibrated on {where} normals"] = {
-                k.removeprefix("score_"): score_sets(preds, None, k)["mean"]["image_auroc"] for k in model.report_scores
-            }
-    model.config = config
+    # one forward pass over the test set and one over the training images; every variant is arithmetic on
+    # their raw branch scores (`DualStudent.fused_scores`), since only the calibration changes
+    preds = predict_classes({ALL: model}, test, cfg.image_size, progress=False)
+    raw_test = {cls: {b: torch.as_tensor(p[f"score_{b}"]) for b in BRANCHES} for cls, p in preds.items()}
+    raw_train = model.raw_scores_of(images)
+    config, saved, rows = model.config, {k: v.clone() for k, v in model.state_dict().items() if k in _CALIBRATION}, {}
+    try:
+        for link in links:
+            for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):
+                model.config = dataclasses.replace(config, link=link)
+                model.calibrate_from({b: r[idx] for b, r in raw_train.items()})
+                variant = {cls: {**p, **_numpy(model.fused_scores(raw_test[cls]))} for cls, p in preds.items()}
+                rows[f"{link} link, calibrated on {where} normals"] = {
+                    k.removeprefix("score_"): score_sets(variant, None, k)["mean"]["image_auroc"]
+                    for k in model.report_scores
+                }
+    finally:  # the run's model leaves as it came: its link and its own calibration
+        model.config = config
+        model.load_state_dict(saved, strict=False)
     return rows
+
+
+def _numpy(scores: dict) -> dict:
+    return {k: v.detach().cpu().numpy() for k, v in scores.items()}
 
 
 def dual_markdown(rows: dict[str, dict[str, float]]) -> str:

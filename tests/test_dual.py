@@ -182,6 +182,31 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
     # a branch alone ranks raw scores: no calibration changes it
     assert len({(r["local"], r["semantic"]) for r in rows.values()}) == 1
     assert "| exp link, calibrated on held-out normals |" in dual_markdown(rows)
+    # each row is what recalibrating the model and scoring the test set again gives (the ablation computes it
+    # from one forward pass over each set)
+    import dataclasses
+
+    from adkit import data
+    from adkit.config import ALL
+    from adkit.evaluate import predict_classes, score_sets, test_records
+    from adkit.runs import load_run
+    from adkit.train import holdout_split
+
+    _, by_name = load_run(run)
+    model = by_name[ALL]
+    images = data.load_all(data.ImageDataset(data.load_records("mvtec", str(mvtec_root), "train"), 32))["image"]
+    fit_idx, cal_idx = holdout_split(len(images), 0.25, cfg.seed)
+    config = model.config
+    for link in ("exp", "logistic"):
+        for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):
+            model.config = dataclasses.replace(config, link=link)
+            model.calibrate(images[idx])
+            preds = predict_classes({ALL: model}, test_records(cfg), 32, progress=False)
+            for k in model.report_scores:
+                expected = score_sets(preds, None, k)["mean"]["image_auroc"]
+                assert rows[f"{link} link, calibrated on {where} normals"][k.removeprefix("score_")] == pytest.approx(
+                    expected, abs=1e-9
+                ), (link, where, k)
     rd = train(
         TrainConfig(**{**cfg.to_dict(), "model": "rd", "options": {}, "classes": None}), tmp_path / "rd", progress=False
     )

@@ -228,14 +228,18 @@ class DualStudent(ADModel):
         """Every image score `(B,)`: "score" off the map, each branch, the z-scored sum, the Noisy-OR, and each
         branch's p."""
         maps = self.maps(out) if maps is None else maps
-        raw = self.raw_scores(out, maps)
+        return {**super().scores(out, maps), **self.fused_scores(self.raw_scores(out, maps))}
+
+    def fused_scores(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """From the raw branch scores (`raw_scores`) and the calibration: each branch's score and p, the
+        z-scored sum and the Noisy-OR. Arithmetic only, so an ablation of the link or the calibration
+        (`adkit.ablation.dual_ablation`) needs one forward pass, not one per variant."""
         p = {
             b: link_probability(raw[b], getattr(self, f"tau_{b}"), self.config.link, getattr(self, f"std_{b}"))
             for b in BRANCHES
         }
         z = {b: (raw[b] - getattr(self, f"mean_{b}")) / getattr(self, f"std_{b}") for b in BRANCHES}
         return {
-            **super().scores(out, maps),
             "score_local": raw["local"],
             "score_semantic": raw["semantic"],
             "score_sum": z["local"] + z["semantic"],
@@ -246,22 +250,34 @@ class DualStudent(ADModel):
         }
 
     @torch.no_grad()
-    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32) -> None:
-        """Per branch, on normals (the held-out training normals, see `calib_holdout`): τ = s_q / ln 2
-        (q = `tau_quantile`), mean and std of the score."""
+    def raw_scores_of(
+        self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32
+    ) -> dict[str, torch.Tensor]:
+        """`raw_scores` of images `(N,3,H,W)` in eval mode, in batches: `{branch: (N,)}`."""
         was = self.training
         self.eval()
         rows = []
         for i in range(0, len(xs), batch_size):
             tf = None if t_feats is None else [t[i : i + batch_size] for t in t_feats]
             rows.append(self.raw_scores(self(xs[i : i + batch_size], tf)))
+        self.train(was)
+        return {b: torch.cat([r[b] for r in rows]) for b in BRANCHES}
+
+    @torch.no_grad()
+    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32) -> None:
+        """Per branch, on normals (the held-out training normals, see `calib_holdout`): τ = s_q / ln 2
+        (q = `tau_quantile`), mean and std of the score."""
+        self.calibrate_from(self.raw_scores_of(xs, t_feats, batch_size))
+
+    @torch.no_grad()
+    def calibrate_from(self, raw: dict[str, torch.Tensor]) -> None:
+        """`calibrate` from the normals' raw branch scores `{branch: (N,)}`."""
         for b in BRANCHES:
-            s = torch.cat([r[b] for r in rows]).double()
+            s = raw[b].double()
             s_q = float(torch.quantile(s, self.config.tau_quantile))
             getattr(self, f"tau_{b}").fill_(max(s_q / math.log(2), SCALE_FLOOR))
             getattr(self, f"mean_{b}").fill_(float(s.mean()))
             getattr(self, f"std_{b}").fill_(max(float(s.std(unbiased=False)), SCALE_FLOOR))
-        self.train(was)
 
     def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
         c = self.config
