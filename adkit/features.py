@@ -5,6 +5,7 @@ and a 2-D UMAP embedding.
     X = pooled_features(feats, "residual")                 # (N, D): one vector per image
     P = patch_features(feats, "student", stage=2, masks=masks)   # sampled positions, with their image and label
     xy = embed_umap(X, seed=0)                             # (N, 2)
+    a = residual_patch_auroc(feats, masks, image_classes, stage=2)   # notebook 3's patch measure
 
 Features are compared by direction (the distillation losses and maps are cosine-based), so every position's
 feature vector is L2-normalised along channels first; the residual is `t̂ − ŝ`, the part of the teacher the
@@ -103,6 +104,24 @@ def patch_features(
     X = fmap[idx, :, ys, xs].numpy()  # (M, C)
     inside = inside_grid[idx, ys, xs].numpy()
     return {"X": X, "image": idx, "y": ys, "x": xs, "inside": inside}
+
+
+def residual_patch_auroc(
+    feats: dict[str, list[torch.Tensor]],
+    masks: np.ndarray | torch.Tensor,
+    image_classes,
+    stage: int = 2,
+    per_image: int = 8,
+    seed: int = 0,
+) -> float:
+    """How well the residual's length tells defect patches from normal ones: at the positions `patch_features`
+    draws (`per_image` per image, `seed`), the AUROC of `‖t̂ − ŝ‖` with the mask as the label, within each class
+    (`image_classes`: one name per image), averaged over the classes. Notebook 3 computes it by hand first."""
+    from sklearn.metrics import roc_auc_score
+
+    P = patch_features(feats, "residual", stage, masks, per_image, seed=seed)
+    length, cls = np.linalg.norm(P["X"], axis=1), np.asarray(image_classes)[P["image"]]
+    return float(np.mean([roc_auc_score(P["inside"][cls == c], length[cls == c]) for c in dict.fromkeys(cls)]))
 
 
 def embed_umap(

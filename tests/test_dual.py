@@ -133,10 +133,11 @@ def test_holdout_split_is_disjoint_seeded_and_bounded():
             holdout_split(n, bad_fraction, 0)
 
 
+@pytest.mark.parametrize("name", ["dual", "rd+snl"])
 @pytest.mark.parametrize("holdout", [0.0, 0.25])
-def test_calibration_sees_only_held_out_normals(teacher, holdout):
+def test_calibration_sees_only_held_out_normals(teacher, holdout, name):
     torch.manual_seed(0)
-    m = models.create("dual", teacher=teacher, calib_holdout=holdout)
+    m = models.create(name, teacher=teacher, calib_holdout=holdout)
     x = torch.rand(8, 3, 32, 32)
     x[:, 0, 0, 0] = torch.arange(8) / 8  # a tag per image, to tell which images reach each step
     trained, calibrated = set(), []
@@ -158,7 +159,7 @@ def test_calibration_sees_only_held_out_normals(teacher, holdout):
     else:
         assert len(calibrated) == 2 and not trained & set(calibrated) and trained | set(calibrated) <= set(range(8))
     with pytest.raises(ValueError, match="calib_holdout"):
-        models.create("dual", teacher=teacher, calib_holdout=1.0)
+        models.create(name, teacher=teacher, calib_holdout=1.0)
 
 
 def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):

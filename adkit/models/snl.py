@@ -61,6 +61,9 @@ class SNLConfig:
     cram_compact: float = 0.0  # weight of the compactness term mean ‖r_i‖² (0: off)
     cram_kmeans_iters: int = 10  # Lloyd iterations of the centres' k-means init on the first training batch
     alpha: float = 1.0  # weight of the normalised structural map in the score
+    # fraction of the training normals kept out of training and used by `calibrate` (0: calibrate on the images
+    # the student was fitted on, the default so far; benchmarks/cram_ablation.py compares the two)
+    calib_holdout: float = 0.0
     top_frac: float = 0.01  # used when score = "topk"
 
 
@@ -171,6 +174,8 @@ class SNL(ADModel):
         self.name = f"{base.name}+snl"
         channels = base.teacher.channels
         c = config
+        if not 0 <= c.calib_holdout < 1:
+            raise ValueError(f"calib_holdout must be in [0, 1), got {c.calib_holdout}")
         bad = [s for s in c.intra_stages if not 0 <= s < len(channels)]
         if bad:
             raise ValueError(f"intra_stages {bad} out of range for {len(channels)} teacher stages")
@@ -190,6 +195,10 @@ class SNL(ADModel):
     @property
     def train_channels_last(self) -> bool:
         return self.base.train_channels_last
+
+    @property
+    def calibration_holdout(self) -> float:
+        return self.config.calib_holdout
 
     def _unprefixed_base_keys(self, state, prefix, *args) -> None:
         """Checkpoints written before SNL was a wrapper (adkit ≤ 0.1.0 runs) name the base's parts without
@@ -273,7 +282,8 @@ class SNL(ADModel):
 
     @torch.no_grad()
     def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32) -> None:
-        """Mean and std of the raw local and structural maps over all pixels of the training images."""
+        """Mean and std of the raw local and structural maps over all pixels of training normals (those the
+        student was fitted on, or the held-out ones with `calib_holdout`)."""
         was = self.training
         self.eval()
         stats = torch.zeros(2, 3, dtype=torch.float64)  # per map: pixel count, Σ m, Σ m²

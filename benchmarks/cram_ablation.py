@@ -1,0 +1,171 @@
+"""CRAM's two forms × the compactness weight, and SNL's calibration set, chosen on validation data built from
+training normals (issue 14, item 6; docs/methods.md §4).
+
+Each variant is multi-class RD+SNL at notebook 3's recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8,
+400 steps) trained with `calib_holdout=0.4`: 40 % of the training normals never reach the student. Half of
+those (by position in the held-out permutation) calibrate the maps, the other half become the validation set
+(`adkit.validation.synthetic_defects`: each image clean and with one blob, blur and tint defect). Each run is
+scored on the validation set with two calibrations (on the held-out half, and on the images the student was
+fitted on), and — for information only, never for the choice — on mini's test set.
+
+    OMP_NUM_THREADS=1 python benchmarks/cram_ablation.py run --cache /tmp/cram      # resumable (cached_run)
+    python benchmarks/cram_ablation.py summary --cache /tmp/cram [--json docs/results/cram_ablation.json]
+
+`summary` prints, per variant and calibration, the mean over seeds with a 95 % Student-t interval of the
+validation image AUROC and pixel AUROC and of the test image AUROC, and the paired difference of each variant
+from today's default (residual form, no compactness, calibrated on fitted normals), "n.s." when its interval
+contains 0. The default to keep is the one with the best validation image AUROC, unless its difference from
+today's is not significant (then today's stays: no change on noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CLASSES = ("brick", "grass", "cat", "cameraman")
+SEEDS = (0, 1, 2)
+HOLDOUT = 0.4
+COMPACT = 0.1  # the one "> 0" weight probed
+VARIANTS = {
+    "residual, compact 0": dict(cram_residual=True, cram_compact=0.0),
+    f"residual, compact {COMPACT}": dict(cram_residual=True, cram_compact=COMPACT),
+    "aggregation, compact 0": dict(cram_residual=False, cram_compact=0.0),
+    f"aggregation, compact {COMPACT}": dict(cram_residual=False, cram_compact=COMPACT),
+}
+CALIBRATIONS = ("fitted", "held-out")
+DEFAULT = ("residual, compact 0", "fitted")
+
+
+def config(variant: str, seed: int):
+    from adkit.train import TrainConfig
+
+    return TrainConfig(
+        data="mini", classes=CLASSES, setting="multi-class", model="rd+snl", backbone="efficientnet_lite0",
+        image_size=128, iters=100 * len(CLASSES), batch_size=8, seed=seed,
+        options={**VARIANTS[variant], "calib_holdout": HOLDOUT},
+    )  # fmt: skip
+
+
+def _class_preds(p: dict, cls: list[str], labels, masks, defects) -> dict:
+    import numpy as np
+
+    cls = np.asarray(cls)
+    return {
+        c: {
+            "score": p["score"][cls == c],
+            "amap": p["amap"][cls == c],
+            "label": labels[cls == c],
+            "mask": masks[cls == c],
+            "defect": [d for d, k in zip(defects, cls) if k == c],
+        }
+        for c in dict.fromkeys(cls.tolist())
+    }
+
+
+def measure_run(variant: str, seed: int, cache: str) -> dict:
+    from adkit import data, validation
+    from adkit.config import ALL
+    from adkit.evaluate import predict, predict_classes, score_sets, test_records
+    from adkit.runs import load_run
+    from adkit.train import cached_run, holdout_split
+
+    cfg = config(variant, seed)
+    run = cached_run(cfg, cache, progress=False)
+    _, by_name = load_run(run)
+    model = by_name[ALL]
+    recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes))
+    train = data.load_all(data.ImageDataset(recs, cfg.image_size))
+    fit_idx, held = holdout_split(len(recs), HOLDOUT, seed)  # the split training used
+    cal_idx, val_idx = held[: len(held) // 2], held[len(held) // 2 :]
+    val = validation.synthetic_defects(train["image"][val_idx], [recs[i].cls for i in val_idx], seed=seed)
+    labels, masks = val["label"].numpy(), val["mask"][:, 0].numpy() > 0.5
+    row = {"variant": variant, "seed": seed, "run": run.name, "n_val": len(labels)}
+    test = test_records(cfg)
+    for where, idx in (("fitted", fit_idx), ("held-out", cal_idx)):
+        model.calibrate(train["image"][idx])
+        res = score_sets(_class_preds(predict(model, val["image"]), val["cls"], labels, masks, val["defect"]))
+        test_res = score_sets(predict_classes({ALL: model}, test, cfg.image_size, progress=False), None)
+        row[where] = {
+            "val_image_auroc": res["mean"]["image_auroc"],
+            "val_pixel_auroc": res["mean"]["pixel_auroc"],
+            "val_by_family": {d: r["image_auroc"] for d, r in res["defects"].items()},
+            "test_image_auroc": test_res["mean"]["image_auroc"],
+        }
+    return row
+
+
+def run(cache: str) -> None:
+    out = Path(cache) / "rows.jsonl"
+    done = set()
+    if out.exists():
+        done = {(r["variant"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())}
+    for seed in SEEDS:
+        for variant in VARIANTS:
+            if (variant, seed) in done:
+                continue
+            row = measure_run(variant, seed, cache)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+def summary(cache: str, json_out: str | None) -> dict:
+    from adkit.report import summarize
+
+    rows = [json.loads(x) for x in (Path(cache) / "rows.jsonl").read_text().splitlines()]
+    by = {(r["variant"], r["seed"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    keys = ("val_image_auroc", "val_pixel_auroc", "test_image_auroc")
+    table = {}
+    for variant in VARIANTS:
+        for where in CALIBRATIONS:
+            if not all((variant, s) in by for s in seeds):
+                continue
+            vals = {k: [by[variant, s][where][k] for s in seeds] for k in keys}
+            base = {k: [by[DEFAULT[0], s][DEFAULT[1]][k] for s in seeds] for k in keys}
+            table[f"{variant} | {where}"] = {
+                **{k: summarize(v) for k, v in vals.items()},
+                **{f"{k} − default": summarize([a - b for a, b in zip(vals[k], base[k])]) for k in keys},
+            }
+
+    def fmt(f: dict, signed: bool = False) -> str:
+        ns = "" if not signed or f["ci_low"] > 0 or f["ci_high"] < 0 else " n.s."
+        sign = "+" if signed else ""
+        return f"{100 * f['mean']:{sign}.1f} [{100 * f['ci_low']:{sign}.1f}, {100 * f['ci_high']:{sign}.1f}]{ns}"
+
+    print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean [95% t interval], AUROC in %")
+    print(
+        "| variant | calibration | validation image AUROC | − default | validation pixel AUROC "
+        "| test image AUROC (not used) |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for key, t in table.items():
+        variant, where = key.split(" | ")
+        print(
+            f"| {variant} | {where} | {fmt(t['val_image_auroc'])} | {fmt(t['val_image_auroc − default'], True)} | "
+            f"{fmt(t['val_pixel_auroc'])} | {fmt(t['test_image_auroc'])} |"
+        )
+    if json_out:
+        Path(json_out).write_text(json.dumps({"seeds": seeds, "holdout": HOLDOUT, "table": table}, indent=1) + "\n")
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("run", "summary"))
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    Path(a.cache).mkdir(parents=True, exist_ok=True)
+    if a.what == "run":
+        run(a.cache)
+    else:
+        summary(a.cache, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

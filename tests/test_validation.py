@@ -1,0 +1,56 @@
+"""Synthetic-defect validation data (adkit.validation): what each family changes, and only there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adkit import validation
+
+
+def _images(n=4, size=32):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 3, size, size, generator=g)
+
+
+def test_each_normal_is_kept_clean_and_gets_one_copy_per_family():
+    x = _images()
+    val = validation.synthetic_defects(x, ["a", "a", "b", "b"], seed=1)
+    n, k = len(x), len(validation.FAMILIES)
+    assert val["image"].shape == (n * (1 + k), 3, 32, 32) and val["mask"].shape == (n * (1 + k), 1, 32, 32)
+    assert val["label"].tolist() == [0] * n + [1] * (n * k)
+    assert val["defect"] == ["good"] * n + [f for f in validation.FAMILIES for _ in range(n)]
+    assert val["cls"] == ["a", "a", "b", "b"] * (1 + k)
+    assert torch.equal(val["image"][:n], x) and val["mask"][:n].sum() == 0
+    for j in range(n, n * (1 + k)):
+        src, m = x[j % n], val["mask"][j, 0] > 0
+        changed = (val["image"][j] - src).abs().amax(0) > 1e-6
+        assert 0.005 < m.float().mean() < 0.1, "a region of about 1-6 % of the image"
+        assert not (changed & ~m).any(), "nothing changes outside the mask"
+        assert changed[m].float().mean() > 0.5, "most of the region changes"
+
+
+def test_a_blob_brings_in_another_image_and_a_tint_changes_colour():
+    dark, light = torch.full((3, 32, 32), 0.2), torch.full((3, 32, 32), 0.8)
+    val = validation.synthetic_defects(torch.stack([dark, light]), ["a", "b"], seed=0, families=("blob", "tint"))
+    blob, m = val["image"][2], val["mask"][2, 0] > 0
+    assert (blob[:, m] > 0.2 + 0.6 * 0.6 - 1e-4).all()  # blended toward the other image at alpha >= 0.6
+    tint, m = val["image"][4], val["mask"][4, 0] > 0
+    assert (tint[:, m] - 0.2).abs().amax() >= 0.2 * 0.25 - 1e-6  # one channel's gain moved by at least 0.25
+
+
+def test_the_same_seed_gives_the_same_set_and_another_seed_another():
+    x = _images()
+    a, b = (validation.synthetic_defects(x, ["a"] * 4, seed=s) for s in (3, 3))
+    c = validation.synthetic_defects(x, ["a"] * 4, seed=4)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert not torch.equal(a["mask"], c["mask"])
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="at least 2 images"):
+        validation.synthetic_defects(_images(1), ["a"])
+    with pytest.raises(ValueError, match="one class name each"):
+        validation.synthetic_defects(_images(3), ["a"])
+    with pytest.raises(ValueError, match="unknown defect family"):
+        validation.synthetic_defects(_images(2), ["a", "a"], families=("scratch",))
