@@ -109,22 +109,40 @@ def dual_ablation(
     )
     test = test_records(cfg, data_name, classes=classes)
     # one forward pass over the test set and one over the training images; every variant is arithmetic on
-    # their raw branch scores (`DualStudent.fused_scores`), since only the calibration changes
+    # their raw branch scores (`dual_variants`), since only the calibration changes
     preds = predict_classes({ALL: model}, test, cfg.image_size, progress=False)
-    raw_test = {cls: {b: torch.as_tensor(p[f"score_{b}"]) for b in BRANCHES} for cls, p in preds.items()}
     raw_train = model.raw_scores_of(images)
+    return dual_variants(
+        model,
+        preds,
+        {w: {b: r[i] for b, r in raw_train.items()} for w, i in (("held-out", cal_idx), ("fitted", fit_idx))},
+        links,
+    )
+
+
+def dual_variants(
+    model,
+    preds: dict[str, dict],
+    calibration: dict[str, dict[str, torch.Tensor]],
+    links: tuple[str, ...] = ("exp", "logistic"),
+) -> dict[str, dict[str, float]]:
+    """Mean image AUROC of each of a dual model's scores on `preds` (its `predict_classes` output, which holds the
+    raw branch scores) for each link × calibration set; `calibration` maps a name to the normals' raw branch
+    scores `{branch: (N,)}`. Arithmetic only (`DualStudent.fused_scores`): the model's link and calibration are
+    put back afterwards."""
+    raw = {cls: {b: torch.as_tensor(p[f"score_{b}"]) for b in BRANCHES} for cls, p in preds.items()}
     config, saved, rows = model.config, {k: v.clone() for k, v in model.state_dict().items() if k in _CALIBRATION}, {}
     try:
         for link in links:
-            for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):
+            for where, normals in calibration.items():
                 model.config = dataclasses.replace(config, link=link)
-                model.calibrate_from({b: r[idx] for b, r in raw_train.items()})
-                variant = {cls: {**p, **_numpy(model.fused_scores(raw_test[cls]))} for cls, p in preds.items()}
+                model.calibrate_from(normals)
+                variant = {cls: {**p, **_numpy(model.fused_scores(raw[cls]))} for cls, p in preds.items()}
                 rows[f"{link} link, calibrated on {where} normals"] = {
                     k.removeprefix("score_"): score_sets(variant, None, k)["mean"]["image_auroc"]
                     for k in model.report_scores
                 }
-    finally:  # the run's model leaves as it came: its link and its own calibration
+    finally:  # the model leaves as it came: its link and its own calibration
         model.config = config
         model.load_state_dict(saved, strict=False)
     return rows

@@ -120,4 +120,20 @@ def synthetic_defects(
     }
 
 
-__all__ = ["FAMILIES", "damage", "region_mask", "synthetic_defects"]
+def by_class(pred: dict[str, np.ndarray], val: dict) -> dict[str, dict]:
+    """A model's predictions on a validation set (`adkit.evaluate.predict(model, val["image"])`) split by class,
+    with the labels, masks and defect names: the `{cls: {...}}` form `adkit.evaluate.score_sets` takes."""
+    cls = np.asarray(val["cls"])
+    labels, masks = val["label"].numpy(), val["mask"][:, 0].numpy() > 0.5
+    return {
+        c: {
+            **{k: v[cls == c] for k, v in pred.items()},
+            "label": labels[cls == c],
+            "mask": masks[cls == c],
+            "defect": [d for d, k in zip(val["defect"], cls) if k == c],
+        }
+        for c in dict.fromkeys(cls.tolist())
+    }
+
+
+__all__ = ["FAMILIES", "by_class", "damage", "region_mask", "synthetic_defects"]

@@ -49,22 +49,6 @@ def config(variant: str, seed: int):
     )  # fmt: skip
 
 
-def _class_preds(p: dict, cls: list[str], labels, masks, defects) -> dict:
-    import numpy as np
-
-    cls = np.asarray(cls)
-    return {
-        c: {
-            "score": p["score"][cls == c],
-            "amap": p["amap"][cls == c],
-            "label": labels[cls == c],
-            "mask": masks[cls == c],
-            "defect": [d for d, k in zip(defects, cls) if k == c],
-        }
-        for c in dict.fromkeys(cls.tolist())
-    }
-
-
 def measure_run(variant: str, seed: int, cache: str) -> dict:
     from adkit import data, validation
     from adkit.config import ALL
@@ -81,12 +65,11 @@ def measure_run(variant: str, seed: int, cache: str) -> dict:
     fit_idx, held = holdout_split(len(recs), HOLDOUT, seed)  # the split training used
     cal_idx, val_idx = held[: len(held) // 2], held[len(held) // 2 :]
     val = validation.synthetic_defects(train["image"][val_idx], [recs[i].cls for i in val_idx], seed=seed)
-    labels, masks = val["label"].numpy(), val["mask"][:, 0].numpy() > 0.5
-    row = {"variant": variant, "seed": seed, "run": run.name, "n_val": len(labels)}
+    row = {"variant": variant, "seed": seed, "run": run.name, "n_val": len(val["label"])}
     test = test_records(cfg)
     for where, idx in (("fitted", fit_idx), ("held-out", cal_idx)):
         model.calibrate(train["image"][idx])
-        res = score_sets(_class_preds(predict(model, val["image"]), val["cls"], labels, masks, val["defect"]))
+        res = score_sets(validation.by_class(predict(model, val["image"]), val))
         test_res = score_sets(predict_classes({ALL: model}, test, cfg.image_size, progress=False), None)
         row[where] = {
             "val_image_auroc": res["mean"]["image_auroc"],

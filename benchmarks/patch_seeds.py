@@ -2,7 +2,7 @@
 RD+SNL at notebook 3's settings, and the AUROC with which each run's residual length separates defect patches
 from normal ones (`adkit.features.residual_patch_auroc`, on the same patch sample for every run).
 
-    OMP_NUM_THREADS=2 python benchmarks/patch_seeds.py --cache /tmp/ps2     # ~10 min on 2 quiet cores, empty cache
+    OMP_NUM_THREADS=2 python benchmarks/patch_seeds.py --cache /tmp/ps2     # trains 9 runs into an empty cache
     OMP_NUM_THREADS=1 python benchmarks/patch_seeds.py --cache /tmp/ps1
 
 Each call trains what its cache lacks (`cached_run`) and merges its rows into `docs/results/patch_seeds.json`
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 # notebook 3's settings (its cell "Settings"); changing them there means re-running this script
@@ -58,7 +57,6 @@ def main() -> int:
     image_classes = [c for c in CLASSES for _ in test[c]["label"]]
     masks = np.concatenate([test[c]["mask"][:, 0] for c in CLASSES])
     rows = {label: [] for label in LABELS.values()}
-    t0 = time.perf_counter()
     for seed in seeds:
         for key, cfg in seed_configs(seed).items():
             feats = features.extract_run(load_run(cached_run(cfg, a.cache, progress=False))[1], images)
@@ -71,8 +69,7 @@ def main() -> int:
     entry = {
         "seeds": seeds,
         "rows": rows,
-        "seconds": round(time.perf_counter() - t0),
-        "command": f"OMP_NUM_THREADS={threads} python benchmarks/patch_seeds.py --cache <empty folder>",
+        "command": f"OMP_NUM_THREADS={threads} python benchmarks/patch_seeds.py --cache DIR",
     }
     out = Path(a.out)
     stored = json.loads(out.read_text()) if out.exists() else {}

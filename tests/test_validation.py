@@ -54,3 +54,15 @@ def test_bad_arguments_are_refused():
         validation.synthetic_defects(_images(3), ["a"])
     with pytest.raises(ValueError, match="unknown defect family"):
         validation.synthetic_defects(_images(2), ["a", "a"], families=("scratch",))
+
+
+def test_by_class_splits_predictions_with_their_labels_masks_and_defects():
+    import numpy as np
+
+    val = validation.synthetic_defects(_images(3), ["a", "b", "a"], seed=0, families=("tint",))
+    pred = {"score": np.arange(6.0), "amap": np.zeros((6, 32, 32))}
+    out = validation.by_class(pred, val)
+    assert list(out) == ["a", "b"]
+    assert out["a"]["score"].tolist() == [0.0, 2.0, 3.0, 5.0] and out["b"]["score"].tolist() == [1.0, 4.0]
+    assert out["a"]["label"].tolist() == [0, 0, 1, 1] and out["a"]["defect"] == ["good", "good", "tint", "tint"]
+    assert out["b"]["mask"].shape == (2, 32, 32) and out["b"]["mask"][1].any() and not out["b"]["mask"][0].any()

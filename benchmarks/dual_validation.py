@@ -1,0 +1,125 @@
+"""The dual student's link and calibration set, chosen on validation data built from training normals (issue 14,
+item 7): notebook 5's industrial recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8, 400 steps) trained
+with `calib_holdout=0.4`; half of the held-out normals calibrate, the other half become the validation set
+(`adkit.validation.synthetic_defects`). Every score (each branch, the z-scored sum, the Noisy-OR) is measured for
+each link × calibration set on the validation set — and on mini's test set for information, never for the
+choice — from one forward pass per set (`adkit.ablation.dual_variants`).
+
+    OMP_NUM_THREADS=2 python benchmarks/dual_validation.py run --cache /tmp/dualval      # resumable
+    python benchmarks/dual_validation.py summary --cache /tmp/dualval [--json docs/results/dual_validation.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CLASSES = ("brick", "grass", "cat", "cameraman")
+SEEDS = (0, 1, 2)
+HOLDOUT = 0.4
+DEFAULT = "exp link, calibrated on held-out normals"
+SCORES = ("local", "semantic", "sum", "noisy_or")
+
+
+def config(seed: int):
+    from adkit.train import TrainConfig
+
+    return TrainConfig(
+        data="mini", classes=CLASSES, setting="multi-class", model="dual", backbone="efficientnet_lite0",
+        image_size=128, iters=100 * len(CLASSES), batch_size=8, seed=seed, options={"calib_holdout": HOLDOUT},
+    )  # fmt: skip
+
+
+def measure_run(seed: int, cache: str) -> dict:
+    from adkit import data, validation
+    from adkit.ablation import dual_variants
+    from adkit.config import ALL
+    from adkit.evaluate import predict, predict_classes, test_records
+    from adkit.runs import load_run
+    from adkit.train import cached_run, holdout_split
+
+    cfg = config(seed)
+    run = cached_run(cfg, cache, progress=False)
+    _, by_name = load_run(run)
+    model = by_name[ALL]
+    recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes))
+    images = data.load_all(data.ImageDataset(recs, cfg.image_size))["image"]
+    fit_idx, held = holdout_split(len(recs), HOLDOUT, seed)  # the split training used
+    cal_idx, val_idx = held[: len(held) // 2], held[len(held) // 2 :]
+    val = validation.synthetic_defects(images[val_idx], [recs[i].cls for i in val_idx], seed=seed)
+    raw = model.raw_scores_of(images)
+    calibration = {w: {b: r[i] for b, r in raw.items()} for w, i in (("held-out", cal_idx), ("fitted", fit_idx))}
+    val_preds = validation.by_class(predict(model, val["image"]), val)
+    test_preds = predict_classes({ALL: model}, test_records(cfg), cfg.image_size, progress=False)
+    return {
+        "seed": seed,
+        "run": run.name,
+        "n_val": len(val["label"]),
+        "validation": dual_variants(model, val_preds, calibration),
+        "test": dual_variants(model, test_preds, calibration),
+    }
+
+
+def run(cache: str) -> None:
+    out = Path(cache) / "rows.jsonl"
+    done = {json.loads(x)["seed"] for x in out.read_text().splitlines()} if out.exists() else set()
+    for seed in SEEDS:
+        if seed not in done:
+            row = measure_run(seed, cache)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+def summary(cache: str, json_out: str | None) -> dict:
+    from adkit.report import summarize
+
+    rows = {r["seed"]: r for r in map(json.loads, (Path(cache) / "rows.jsonl").read_text().splitlines())}
+    seeds = sorted(rows)
+
+    def fmt(f: dict, signed: bool = False) -> str:
+        ns = "" if not signed or f["ci_low"] > 0 or f["ci_high"] < 0 else " n.s."
+        sign = "+" if signed else ""
+        return f"{100 * f['mean']:{sign}.1f} [{100 * f['ci_low']:{sign}.1f}, {100 * f['ci_high']:{sign}.1f}]{ns}"
+
+    table = {}
+    print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); image AUROC in %, mean [95% t interval]")
+    for split in ("validation", "test"):
+        print(f"\n{split}{' (not used for the choice)' if split == 'test' else ''}\n")
+        print("| link, calibration | " + " | ".join(SCORES) + " | noisy_or − local | noisy_or − default |")
+        print("|---|" + "---:|" * (len(SCORES) + 2))
+        for variant in rows[seeds[0]][split]:
+            v = {k: [rows[s][split][variant][k] for s in seeds] for k in SCORES}
+            fig = {k: summarize(x) for k, x in v.items()}
+            fig["noisy_or − local"] = summarize([a - b for a, b in zip(v["noisy_or"], v["local"])])
+            fig["noisy_or − default"] = summarize(
+                [a - rows[s][split][DEFAULT]["noisy_or"] for a, s in zip(v["noisy_or"], seeds)]
+            )
+            table.setdefault(split, {})[variant] = fig
+            print(
+                f"| {variant} | " + " | ".join(fmt(fig[k]) for k in SCORES)
+                + f" | {fmt(fig['noisy_or − local'], True)} | {fmt(fig['noisy_or − default'], True)} |"
+            )  # fmt: skip
+    if json_out:
+        Path(json_out).write_text(json.dumps({"seeds": seeds, "holdout": HOLDOUT, "table": table}, indent=1) + "\n")
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("run", "summary"))
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    Path(a.cache).mkdir(parents=True, exist_ok=True)
+    if a.what == "run":
+        run(a.cache)
+    else:
+        summary(a.cache, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
