@@ -135,7 +135,7 @@ def dual_variants(
     try:
         for link in links:
             for where, normals in calibration.items():
-                model.config = dataclasses.replace(config, link=link)
+                model.config = dataclasses.replace(config, score_link=link)
                 model.calibrate_from(normals)
                 variant = {cls: {**p, **_numpy(model.fused_scores(raw[cls]))} for cls, p in preds.items()}
                 rows[f"{link} link, calibrated on {where} normals"] = {

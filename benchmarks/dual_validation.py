@@ -80,8 +80,10 @@ def summary(cache: str, json_out: str | None) -> dict:
     seeds = sorted(rows)
 
     def fmt(f: dict, signed: bool = False) -> str:
-        ns = "" if not signed or f["ci_low"] > 0 or f["ci_high"] < 0 else " n.s."
         sign = "+" if signed else ""
+        if f["ci_low"] is None:  # one seed: no interval
+            return f"{100 * f['mean']:{sign}.1f}"
+        ns = "" if not signed or f["ci_low"] > 0 or f["ci_high"] < 0 else " n.s."
         return f"{100 * f['mean']:{sign}.1f} [{100 * f['ci_low']:{sign}.1f}, {100 * f['ci_high']:{sign}.1f}]{ns}"
 
     table = {}

@@ -112,6 +112,8 @@ def test_vit_teacher_groups_are_halves_of_the_intermediate_maps():
 def test_bad_options_are_errors(teacher):
     with pytest.raises(ValueError, match="link"):
         models.create("dual", teacher=teacher, link="probit")
+    with pytest.raises(ValueError, match="score_link"):
+        models.create("dual", teacher=teacher, score_link="probit")
     with pytest.raises(ValueError, match="split"):
         models.create("dual", teacher=teacher, split=3)
     with pytest.raises(ValueError, match="mean"):
@@ -200,7 +202,7 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
     config = model.config
     for link in ("exp", "logistic"):
         for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):
-            model.config = dataclasses.replace(config, link=link)
+            model.config = dataclasses.replace(config, score_link=link)
             model.calibrate(images[idx])
             preds = predict_classes({ALL: model}, test_records(cfg), 32, progress=False)
             for k in model.report_scores:
@@ -235,3 +237,20 @@ def test_comparison_table_lists_each_dual_score_and_each_snl_map():
     assert "- RD+SNL: local  81.0 /  90.0" in table
     assert "- dual: local  91.0, noisy_or  78.6" in table
     assert "dual:" not in table.split("SNL maps alone")[1].split("Image scores")[0]  # each run under its own heading
+
+
+def test_the_scoring_link_changes_the_fused_score_and_not_the_students(teacher):
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 32, 32)
+    exp = models.create("dual", teacher=teacher)
+    logistic = models.create("dual", teacher=teacher, score_link="logistic")
+    logistic.load_state_dict(exp.state_dict())  # the same students
+    for m in (exp, logistic):
+        m.calibrate(x)
+    out = exp.eval()(x)
+    loss_exp, loss_logistic = exp.loss(out)["loss"], logistic.loss(out)["loss"]
+    assert torch.equal(loss_exp, loss_logistic)  # training uses `link` either way
+    a, b = exp.scores(out), logistic.eval().scores(out)
+    assert torch.equal(a["score_local"], b["score_local"]) and torch.equal(a["score_sum"], b["score_sum"])
+    assert not torch.allclose(a["score_noisy_or"], b["score_noisy_or"])
+    assert logistic.scoring_link == "logistic" and exp.scoring_link == "exp"

@@ -57,6 +57,9 @@ class DualConfig:
     ee_arch: str | None = None  # None: the teacher's architecture (random init); or a timm name, e.g. resnet18
     # probabilities, objective and fusion
     link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
+    # the link of the fused score at test time (None: `link`, the training objective's); a scoring choice only,
+    # the students do not depend on it (benchmarks/dual_validation.py chooses it on synthetic validation)
+    score_link: str | None = None
     tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of held-out normal scores maps to p = 0.5
     # calibrate τ, mean, std on this fraction of the training normals, kept out of training (0: calibrate on
     # the images the students were fitted on, whose scores are optimistic: on digits the E–E student fits them
@@ -153,8 +156,8 @@ class DualStudent(ADModel):
     def __init__(self, teacher: Teacher, config: DualConfig = DualConfig()):
         super().__init__(teacher, config)
         c = config
-        if c.link not in LINKS or c.fusion not in FUSIONS:
-            raise ValueError(f"link must be one of {LINKS} and fusion one of {FUSIONS}")
+        if c.link not in LINKS or c.score_link not in (*LINKS, None) or c.fusion not in FUSIONS:
+            raise ValueError(f"link and score_link must be one of {LINKS} and fusion one of {FUSIONS}")
         if not 0 <= c.calib_holdout < 1:
             raise ValueError(f"calib_holdout must be in [0, 1), got {c.calib_holdout}")
         n = len(teacher.channels)
@@ -230,12 +233,16 @@ class DualStudent(ADModel):
         maps = self.maps(out) if maps is None else maps
         return {**super().scores(out, maps), **self.fused_scores(self.raw_scores(out, maps))}
 
+    @property
+    def scoring_link(self) -> str:
+        return self.config.score_link or self.config.link
+
     def fused_scores(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """From the raw branch scores (`raw_scores`) and the calibration: each branch's score and p, the
         z-scored sum and the Noisy-OR. Arithmetic only, so an ablation of the link or the calibration
         (`adkit.ablation.dual_ablation`) needs one forward pass, not one per variant."""
         p = {
-            b: link_probability(raw[b], getattr(self, f"tau_{b}"), self.config.link, getattr(self, f"std_{b}"))
+            b: link_probability(raw[b], getattr(self, f"tau_{b}"), self.scoring_link, getattr(self, f"std_{b}"))
             for b in BRANCHES
         }
         z = {b: (raw[b] - getattr(self, f"mean_{b}")) / getattr(self, f"std_{b}") for b in BRANCHES}
