@@ -242,8 +242,8 @@ def test_comparison_table_lists_each_dual_score_and_each_snl_map():
 def test_the_scoring_link_changes_the_fused_score_and_not_the_students(teacher):
     torch.manual_seed(0)
     x = torch.rand(6, 3, 32, 32)
-    exp = models.create("dual", teacher=teacher)
-    logistic = models.create("dual", teacher=teacher, score_link="logistic")
+    exp = models.create("dual", teacher=teacher, score_link="exp")
+    logistic = models.create("dual", teacher=teacher)  # the default scoring link
     logistic.load_state_dict(exp.state_dict())  # the same students
     for m in (exp, logistic):
         m.calibrate(x)
