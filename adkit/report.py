@@ -273,6 +273,14 @@ def format_figure(fig: dict | None, signed: bool = False, n_runs: int | None = N
     return text
 
 
+def format_difference(fig: dict | None) -> str:
+    """A paired difference as `format_figure` writes it, signed, with " n.s." when its interval contains 0."""
+    text = format_figure(fig, signed=True)
+    if fig and fig.get("ci_low") is not None and fig["ci_low"] <= 0 <= fig["ci_high"]:
+        text += " n.s."
+    return text
+
+
 def _verdict(row: dict, keys: Sequence[str]) -> str:
     """The paired table's last column: which of `keys` have an interval that contains 0."""
     figs = {k: row.get(k) for k in keys if row.get(k)}

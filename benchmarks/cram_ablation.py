@@ -20,7 +20,6 @@ today's is not significant (then today's stays: no change on noise).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -96,7 +95,7 @@ def run(cache: str) -> None:
 
 
 def summary(cache: str, json_out: str | None) -> dict:
-    from adkit.report import summarize
+    from adkit.report import format_difference, format_figure, summarize
 
     rows = [json.loads(x) for x in (Path(cache) / "rows.jsonl").read_text().splitlines()]
     by = {(r["variant"], r["seed"]): r for r in rows}
@@ -115,11 +114,7 @@ def summary(cache: str, json_out: str | None) -> dict:
             }
 
     def fmt(f: dict, signed: bool = False) -> str:
-        sign = "+" if signed else ""
-        if f["ci_low"] is None:  # one seed: no interval
-            return f"{100 * f['mean']:{sign}.1f}"
-        ns = "" if not signed or f["ci_low"] > 0 or f["ci_high"] < 0 else " n.s."
-        return f"{100 * f['mean']:{sign}.1f} [{100 * f['ci_low']:{sign}.1f}, {100 * f['ci_high']:{sign}.1f}]{ns}"
+        return format_difference(f) if signed else format_figure(f)
 
     print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); mean [95% t interval], AUROC in %")
     print(
@@ -138,19 +133,7 @@ def summary(cache: str, json_out: str | None) -> dict:
     return table
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("run", "summary"))
-    ap.add_argument("--cache", required=True)
-    ap.add_argument("--json")
-    a = ap.parse_args()
-    Path(a.cache).mkdir(parents=True, exist_ok=True)
-    if a.what == "run":
-        run(a.cache)
-    else:
-        summary(a.cache, a.json)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from _study import main  # benchmarks/_study.py: the script's folder is on the path
+
+    sys.exit(main(__doc__, run, summary))
