@@ -296,3 +296,11 @@ def test_plot_paired_marks_what_is_not_significant(tmp_path):
 def test_numpy_scalars_count_as_values():
     fig = report.summarize([np.float32(0.5), np.float64(0.7), np.int64(1), True])
     assert fig["n"] == 3 and fig["mean"] == pytest.approx((0.5 + 0.7 + 1) / 3)
+
+
+def test_format_difference_marks_an_interval_that_contains_zero():
+    from adkit.report import format_difference, summarize
+
+    assert format_difference(summarize([0.05, 0.06, 0.07])) == "+6.0 [+3.5, +8.5]"
+    assert format_difference(summarize([-0.02, 0.01, 0.04])).endswith(" n.s.")
+    assert "no interval" in format_difference(summarize([0.05])) and "n.s." not in format_difference(summarize([0.05]))
