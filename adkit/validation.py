@@ -18,7 +18,7 @@ families are generic and deliberately not mini's test defects (cut-paste of a ph
 
 Regions cover roughly 1–6 % of the image. Which image gets which donor, region and parameters depends only on
 `seed` and the image's index, so a validation set is reproducible. This is our construction for adkit's
-ablations (docs/methods.md §6); nothing in the papers prescribes it.
+ablations (docs/methods.md §8, "Validation data for choosing defaults"); nothing in the papers prescribes it.
 """
 
 from __future__ import annotations
