@@ -120,6 +120,22 @@ def synthetic_defects(
     }
 
 
+def held_out(cfg, holdout: float) -> dict:
+    """The training normals of a run trained with `calib_holdout=holdout`, split as its training split them
+    (`adkit.train.holdout_split` with the run's seed): {"images": all of them `(N,3,H,W)`, "fit": the indices
+    trained on, "cal": the first half of the held-out ones (to calibrate), "val": `synthetic_defects` of the
+    other half (seeded with the run's seed)}. `cfg` is the run's `TrainConfig`."""
+    from . import data
+    from .train import holdout_split
+
+    recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
+    images = data.load_all(data.ImageDataset(recs, cfg.image_size))["image"]
+    fit_idx, held = holdout_split(len(recs), holdout, cfg.seed)
+    cal_idx, val_idx = held[: len(held) // 2], held[len(held) // 2 :]
+    val = synthetic_defects(images[val_idx], [recs[i].cls for i in val_idx], seed=cfg.seed)
+    return {"images": images, "fit": fit_idx, "cal": cal_idx, "val": val}
+
+
 def by_class(pred: dict[str, np.ndarray], val: dict) -> dict[str, dict]:
     """A model's predictions on a validation set (`adkit.evaluate.predict(model, val["image"])`) split by class,
     with the labels, masks and defect names: the `{cls: {...}}` form `adkit.evaluate.score_sets` takes."""
@@ -136,4 +152,4 @@ def by_class(pred: dict[str, np.ndarray], val: dict) -> dict[str, dict]:
     }
 
 
-__all__ = ["FAMILIES", "by_class", "damage", "region_mask", "synthetic_defects"]
+__all__ = ["FAMILIES", "by_class", "damage", "held_out", "region_mask", "synthetic_defects"]

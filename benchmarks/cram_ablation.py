@@ -49,25 +49,22 @@ def config(variant: str, seed: int):
 
 
 def measure_run(variant: str, seed: int, cache: str) -> dict:
-    from adkit import data, validation
+    from adkit import validation
     from adkit.config import ALL
     from adkit.evaluate import predict, predict_classes, score_sets, test_records
     from adkit.runs import load_run
-    from adkit.train import cached_run, holdout_split
+    from adkit.train import cached_run
 
     cfg = config(variant, seed)
     run = cached_run(cfg, cache, progress=False)
     _, by_name = load_run(run)
     model = by_name[ALL]
-    recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes))
-    train = data.load_all(data.ImageDataset(recs, cfg.image_size))
-    fit_idx, held = holdout_split(len(recs), HOLDOUT, seed)  # the split training used
-    cal_idx, val_idx = held[: len(held) // 2], held[len(held) // 2 :]
-    val = validation.synthetic_defects(train["image"][val_idx], [recs[i].cls for i in val_idx], seed=seed)
+    split = validation.held_out(cfg, HOLDOUT)
+    val = split["val"]
     row = {"variant": variant, "seed": seed, "run": run.name, "n_val": len(val["label"])}
     test = test_records(cfg)
-    for where, idx in (("fitted", fit_idx), ("held-out", cal_idx)):
-        model.calibrate(train["image"][idx])
+    for where, idx in (("fitted", split["fit"]), ("held-out", split["cal"])):
+        model.calibrate(split["images"][idx])
         res = score_sets(validation.by_class(predict(model, val["image"]), val))
         test_res = score_sets(predict_classes({ALL: model}, test, cfg.image_size, progress=False), None)
         row[where] = {

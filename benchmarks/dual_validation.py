@@ -32,24 +32,21 @@ def config(seed: int):
 
 
 def measure_run(seed: int, cache: str) -> dict:
-    from adkit import data, validation
+    from adkit import validation
     from adkit.ablation import dual_variants
     from adkit.config import ALL
     from adkit.evaluate import predict, predict_classes, test_records
     from adkit.runs import load_run
-    from adkit.train import cached_run, holdout_split
+    from adkit.train import cached_run
 
     cfg = config(seed)
     run = cached_run(cfg, cache, progress=False)
     _, by_name = load_run(run)
     model = by_name[ALL]
-    recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes))
-    images = data.load_all(data.ImageDataset(recs, cfg.image_size))["image"]
-    fit_idx, held = holdout_split(len(recs), HOLDOUT, seed)  # the split training used
-    cal_idx, val_idx = held[: len(held) // 2], held[len(held) // 2 :]
-    val = validation.synthetic_defects(images[val_idx], [recs[i].cls for i in val_idx], seed=seed)
-    raw = model.raw_scores_of(images)
-    calibration = {w: {b: r[i] for b, r in raw.items()} for w, i in (("held-out", cal_idx), ("fitted", fit_idx))}
+    split = validation.held_out(cfg, HOLDOUT)
+    val = split["val"]
+    raw = model.raw_scores_of(split["images"])
+    calibration = {w: {b: r[split[k]] for b, r in raw.items()} for w, k in (("held-out", "cal"), ("fitted", "fit"))}
     val_preds = validation.by_class(predict(model, val["image"]), val)
     test_preds = predict_classes({ALL: model}, test_records(cfg), cfg.image_size, progress=False)
     return {

@@ -66,3 +66,18 @@ def test_by_class_splits_predictions_with_their_labels_masks_and_defects():
     assert out["a"]["score"].tolist() == [0.0, 2.0, 3.0, 5.0] and out["b"]["score"].tolist() == [1.0, 4.0]
     assert out["a"]["label"].tolist() == [0, 0, 1, 1] and out["a"]["defect"] == ["good", "good", "tint", "tint"]
     assert out["b"]["mask"].shape == (2, 32, 32) and out["b"]["mask"][1].any() and not out["b"]["mask"][0].any()
+
+
+def test_held_out_splits_the_training_normals_as_training_did(mvtec_root):
+    from adkit.config import TrainConfig
+    from adkit.train import holdout_split
+
+    cfg = TrainConfig(data="mvtec", root=str(mvtec_root), setting="multi-class", model="dual", image_size=32, seed=3)
+    split = validation.held_out(cfg, 0.5)
+    n = len(split["images"])
+    fit, held = holdout_split(n, 0.5, 3)
+    assert torch.equal(split["fit"], fit) and torch.equal(split["cal"], held[: len(held) // 2])
+    val_idx = held[len(held) // 2 :]
+    assert len(split["val"]["label"]) == len(val_idx) * (1 + len(validation.FAMILIES))
+    assert torch.equal(split["val"]["image"][: len(val_idx)], split["images"][val_idx])  # the clean copies
+    assert sorted(torch.cat([fit, split["cal"], val_idx]).tolist()) == list(range(n))
