@@ -63,19 +63,41 @@ class Teacher(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
+        self.class_token = False  # ViT only: also return the last block's class token (`with_class_token`)
 
     def train(self, mode: bool = True) -> Teacher:
         return super().train(False)  # always frozen, BN statistics included
+
+    @property
+    def has_class_token(self) -> bool:
+        return self.kind == "vit" and getattr(self.model, "cls_token", None) is not None
+
+    def with_class_token(self) -> Teacher:
+        """The same network (weights shared, not copied) whose output ends with one more entry: the class token
+        of the last block it reads, `(B,C,1,1)`, after the patch maps. For a model that needs a global token
+        (the dual student's E–E target); the feature cache stores it like any map."""
+        if not self.has_class_token:
+            raise ValueError(f"{self.name}: this teacher has no class token (a CNN, or a ViT without one)")
+        mean, std = self.mean.flatten().tolist(), self.std.flatten().tolist()
+        other = Teacher(self.name, self.model, self.channels, self.strides, self.kind, self.indices, mean, std)
+        other.class_token = True
+        return other.to(self.mean.device)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = (x - self.mean) / self.std
         if self.kind == "vit":
-            return list(
-                self.model.forward_intermediates(
-                    x, indices=list(self.indices), intermediates_only=True, output_fmt="NCHW"
-                )
+            out = self.model.forward_intermediates(
+                x,
+                indices=list(self.indices),
+                intermediates_only=True,
+                output_fmt="NCHW",
+                return_prefix_tokens=self.class_token,
             )
+            if not self.class_token:
+                return list(out)
+            # (map, prefix tokens) per block; timm puts the class token first among the prefix tokens
+            return [m for m, _ in out] + [out[-1][1][:, 0, :, None, None]]
         return list(self.model(x))
 
 

@@ -52,13 +52,18 @@ def protocol_configs(
     }
 
 
-def build_model(cfg: TrainConfig, teacher: backbones.Teacher | None = None) -> models.ADModel:
+def model_options(cfg: TrainConfig) -> dict:
+    """The model's config options of a run: its `options`, and `lr` where given."""
     options = dict(cfg.options)
     if cfg.lr is not None:
         options["lr"] = cfg.lr
+    return options
+
+
+def build_model(cfg: TrainConfig, teacher: backbones.Teacher | None = None) -> models.ADModel:
     if teacher is None:
         teacher = backbones.create(cfg.backbone, weights=cfg.weights)
-    return models.create(cfg.model, teacher=teacher, **options)
+    return models.create(cfg.model, teacher=teacher, **model_options(cfg))
 
 
 def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
@@ -282,7 +287,7 @@ def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
     if not isinstance(cfg.options, dict):
         raise UsageError("--opt: model options must be key=value pairs")
     try:
-        models.make_config(cfg.model, **dict(cfg.options, **({"lr": cfg.lr} if cfg.lr is not None else {})))
+        models.make_config(cfg.model, **model_options(cfg))
     except (ValueError, TypeError) as err:
         raise UsageError(f"--opt: {err}") from None
     if cfg.batch_size % distributed.world_size():
@@ -308,7 +313,10 @@ def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
             f"--image-size {cfg.image_size}: must be a multiple of {m} for --model {cfg.model} on "
             f"{cfg.backbone} — e.g. {', '.join(str(m * k) for k in range(max(1, 64 // m), 64 // m + 4))}"
         )
-    probe = build_model(cfg, teacher).eval()
+    try:  # what a model checks against its teacher (e.g. the dual student's split or global token)
+        probe = build_model(cfg, teacher).eval()
+    except ValueError as err:
+        raise UsageError(f"--opt: {err}") from None
     with torch.no_grad():
         probe.maps(probe(torch.zeros(1, 3, cfg.image_size, cfg.image_size)))
     return records, teacher
@@ -334,6 +342,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
     records, teacher = preflight(cfg)
     device = distributed.init(device or (torch.device(cfg.device) if cfg.device else device_default()))
     teacher = teacher.to(device)
+    feed = models.input_teacher(cfg.model, teacher, **model_options(cfg))  # what the feature cache stores
     classes = sorted({r.cls for r in records})
 
     existing = out
@@ -344,7 +353,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
         """The model's training images and their teacher features, within the memory budget."""
         recs = [r for r in records if name in (ALL, r.cls)]
         return FeatureCache(
-            teacher,
+            feed,
             data.ImageDataset(recs, cfg.image_size),
             budget_mb=cfg.cache_mb,
             spill_dir=existing,

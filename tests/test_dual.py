@@ -109,6 +109,66 @@ def test_vit_teacher_groups_are_halves_of_the_intermediate_maps():
     assert m.predict(torch.rand(2, 3, 56, 56))[0].shape == (2, 1, 56, 56)
 
 
+def _class_token_by_hand(vit, x: torch.Tensor) -> torch.Tensor:
+    """The ViT's class token after the last block the teacher reads, running timm's blocks one by one."""
+    net = vit.model
+    h = net.norm_pre(net._pos_embed(net.patch_embed((x - vit.mean) / vit.std)))
+    for blk in net.blocks[: vit.indices[-1] + 1]:
+        h = blk(h)
+    return h[:, 0]
+
+
+def test_vit_global_token_is_the_class_token_by_default_and_the_patch_mean_as_an_option():
+    from adkit import backbones
+    from adkit.featcache import FeatureCache
+
+    torch.manual_seed(0)
+    vit = backbones.create("vit_small_patch14_dinov2", pretrained=False)
+    x = torch.rand(3, 3, 56, 56)
+    m_cls = models.create("dual", teacher=vit, ee_arch="resnet18")
+    m_mean = models.create("dual", teacher=vit, ee_arch="resnet18", global_token="mean")
+    assert (m_cls.global_token, m_mean.global_token) == ("cls", "mean")
+    assert not vit.class_token and m_cls.teacher.model is vit.model  # the shared teacher is left as it was
+    with torch.no_grad():
+        token, maps = _class_token_by_hand(vit, x), vit(x)
+        g_cls, g_mean = m_cls(x)["g_t"], m_mean(x)["g_t"]
+    assert torch.allclose(g_cls, token, atol=1e-5)
+    assert torch.allclose(g_mean, maps[-1].mean((2, 3)), atol=1e-6)
+    assert not torch.allclose(g_cls, g_mean, atol=1e-2)
+    # the training cache stores what the model reads: the maps, then the class token
+    feed = models.input_teacher("dual", vit, ee_arch="resnet18")
+    assert feed.class_token and models.input_teacher("rd", vit) is vit
+    with FeatureCache(feed, x, budget_mb=16) as cache:
+        xs, t_feats = cache.batch(torch.arange(3))
+    assert len(t_feats) == len(maps) + 1 and t_feats[-1].shape == (3, 384, 1, 1)
+    with torch.no_grad():  # fp16 in the cache: the same g_T up to that rounding
+        assert torch.allclose(m_cls(xs, t_feats)["g_t"], token, atol=2e-2 * float(token.abs().max()))
+
+
+def test_class_token_needs_a_teacher_that_has_one(teacher):
+    assert not teacher.has_class_token
+    with pytest.raises(ValueError, match="class token"):
+        models.create("dual", teacher=teacher, global_token="cls")
+    with pytest.raises(ValueError, match="global_token"):
+        models.create("dual", teacher=teacher, global_token="first")
+    assert models.create("dual", teacher=teacher).global_token == "mean"
+
+
+def test_local_train_map_makes_s_d_in_training_the_test_statistic(teacher):
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 64, 64)
+    for local_train, same in (("map", True), ("flat", False)):
+        m = models.create("dual", teacher=teacher, local_train=local_train)
+        out = m(x)  # training mode: the bottleneck's dropout is on, in both sides of the comparison
+        lo = m.loss(out)
+        test_stat = m.raw_scores(out)["local"].mean()
+        assert torch.isclose(lo["local"], test_stat.detach(), rtol=1e-5) == same, local_train
+        lo["loss"].backward()
+        assert float(m.decoder.heads[1].weight.grad.abs().sum()) > 0  # the E–D student learns either way
+    with pytest.raises(ValueError, match="local_train"):
+        models.create("dual", teacher=teacher, local_train="pixels")
+
+
 def test_bad_options_are_errors(teacher):
     with pytest.raises(ValueError, match="link"):
         models.create("dual", teacher=teacher, link="probit")

@@ -15,6 +15,7 @@ from .. import backbones
 from ..backbones import Teacher
 from .base import ADModel
 from .dual import DualConfig, DualStudent
+from .dual import input_teacher as dual_input_teacher
 from .fd import FDConfig, ForwardDistillation
 from .rd import RDConfig, ReverseDistillation
 from .snl import SNL, FDSNLConfig, RDSNLConfig, fd_snl, rd_snl
@@ -41,6 +42,13 @@ def make_config(name: str, **options):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
 
 
+def input_teacher(name: str, teacher: Teacher, **options) -> Teacher:
+    """The teacher as model `name` reads it, for a training feature cache built before the model: the teacher
+    itself, except for the dual student on a ViT, which also takes the class token (`DualConfig.global_token`)."""
+    config = make_config(name, **options)
+    return dual_input_teacher(teacher, config) if name == "dual" else teacher
+
+
 def create(
     name: str,
     backbone: str = backbones.EMBEDDED,
@@ -60,6 +68,7 @@ __all__ = [
     "MODELS",
     "ADModel",
     "create",
+    "input_teacher",
     "make_config",
     "RDConfig",
     "FDConfig",

@@ -17,8 +17,10 @@ so the Noisy-OR *ranks* images exactly as the sum of the two scores, each divide
 training objective on normals (`link`, exp by default), `−log(1 − p_D) − log(1 − p_E) = s_D/τ + s_E/τ`, is a
 weighted sum of the two branch distances. At test time the fused score uses `score_link`, logistic by default
 (`p = σ((s − τ ln 2)/σ_s)`, which centres each branch on its normal scores and divides by their spread): chosen
-on validation data made from training normals, never on a test set. In training, `s_D`
-is the E–D loss (flattened cosine per group); at test time it is the top-1% mean of the local map.
+on validation data made from training normals, never on a test set. At test time `s_D` is the top-1% mean of the
+local map; in training it is by default the E–D loss (flattened cosine per group), or that same top-1% mean
+(`local_train="map"`). The E–E target `g_T` is a ViT's class token, or the mean of the teacher's last map
+(`global_token`).
 Calibration puts each branch's q-quantile of training scores at p = 0.5, so a normal image at both
 quantiles gets P = 0.75: read P as a fused *score*, not as a calibrated probability of an anomaly.
 """
@@ -39,6 +41,8 @@ from ..scoring import LINKS, fuse_maps, gaussian_blur, image_score, link_probabi
 from .base import ADModel
 
 FUSIONS = ("noisy_or", "sum", "local", "semantic")
+GLOBAL_TOKENS = (None, "cls", "mean")
+LOCAL_TRAIN = ("flat", "map")
 BRANCHES = ("local", "semantic")
 SCALE_FLOOR = 1e-6
 
@@ -56,6 +60,10 @@ class DualConfig:
     decoder_depth: int = 4  # residual conv blocks, shared out evenly among the groups
     # E–E student
     ee_arch: str | None = None  # None: the teacher's architecture (random init); or a timm name, e.g. resnet18
+    # the teacher's global descriptor g_T, the E–E student's target: "cls", a ViT's class token (its last
+    # block's); "mean", the mean of the last map (patch tokens, or a CNN's last stage); None: "cls" where the
+    # teacher has one, else "mean"
+    global_token: str | None = None
     # probabilities, objective and fusion
     link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
     # the link of the fused score at test time (None: `link`, the training objective's). A scoring choice only:
@@ -68,6 +76,11 @@ class DualConfig:
     # closely and τ_E comes out too small)
     calib_holdout: float = 0.2
     tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
+    # s_D in the training objective: "flat", the flattened cosine distance per group (Dinomaly's global cosine
+    # loss), while the test-time s_D is the image score of the local map; "map", the test-time s_D itself
+    # (`score` of the blurred local map), so that s_D is the same statistic in training and at test time.
+    # (the two are compared on validation data in benchmarks/dual_local_stat.py)
+    local_train: str = "flat"
     w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
     w_semantic: float = 1.0  # weight of −log(1 − p_E)
     fusion: str = "noisy_or"  # the main image score: noisy_or, sum (z-scored), local or semantic
@@ -148,6 +161,24 @@ class GroupDecoder(nn.Module):
         return [head(torch.stack(outs[a:b]).mean(0)) for head, (a, b) in zip(self.heads, self.chunks)]
 
 
+# -- the teacher's global token -------------------------------------------------------------------------
+def global_token(teacher: Teacher, config: DualConfig) -> str:
+    """`config.global_token` resolved for this teacher: "cls" or "mean"."""
+    if config.global_token not in GLOBAL_TOKENS:
+        raise ValueError(f"global_token must be one of {GLOBAL_TOKENS}, got {config.global_token!r}")
+    if config.global_token == "cls" and not teacher.has_class_token:
+        raise ValueError(f"global_token='cls': {teacher.name} has no class token; use 'mean'")
+    return config.global_token or ("cls" if teacher.has_class_token else "mean")
+
+
+def input_teacher(teacher: Teacher, config: DualConfig) -> Teacher:
+    """The teacher as the dual student reads it: with the class token after the maps where it is the global
+    token (the same weights), so that the training feature cache holds it too."""
+    if global_token(teacher, config) == "cls" and not teacher.class_token:
+        return teacher.with_class_token()
+    return teacher
+
+
 # -- the model ------------------------------------------------------------------------------------------
 class DualStudent(ADModel):
     """E–D student for local defects, E–E student for semantic anomalies, fused by Noisy-OR."""
@@ -160,8 +191,12 @@ class DualStudent(ADModel):
         c = config
         if c.link not in LINKS or c.score_link not in (*LINKS, None) or c.fusion not in FUSIONS:
             raise ValueError(f"link and score_link must be one of {LINKS} and fusion one of {FUSIONS}")
+        if c.local_train not in LOCAL_TRAIN:
+            raise ValueError(f"local_train must be one of {LOCAL_TRAIN}, got {c.local_train!r}")
         if not 0 <= c.calib_holdout < 1:
             raise ValueError(f"calib_holdout must be in [0, 1), got {c.calib_holdout}")
+        self.global_token = global_token(teacher, c)
+        teacher = self.teacher = input_teacher(teacher, c)
         n = len(teacher.channels)
         self.split = c.split if c.split is not None else (2 if teacher.kind == "cnn" else n // 2)
         self.merge = c.group_merge or ("concat" if teacher.kind == "cnn" else "mean")
@@ -196,18 +231,23 @@ class DualStudent(ADModel):
     def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
         """`t_feats`/`s_feats` are the two group maps; `g_t`/`g_s` the global descriptors `(B,C)`."""
         raw = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
+        token = None
+        if self.teacher.class_token:  # the class token rides after the maps, (B,C,1,1)
+            raw, token = raw[:-1], raw[-1]
         grid = tuple(raw[self.config.group_stage if self.teacher.kind == "cnn" else 0].shape[-2:])
         t_groups = group_maps(raw, self.split, self.merge, grid)
         s_groups = self.decoder(self.bottleneck(torch.cat(t_groups, 1)))
-        # g_T: the teacher's last map, global-average-pooled (CNN stage 3; ViT last block's patch tokens)
-        g_t = raw[-1].mean((2, 3))  # (B,C)
+        # g_T: the class token (ViT), or the teacher's last map global-average-pooled (CNN: its last stage)
+        g_t = token.flatten(1) if self.global_token == "cls" else raw[-1].mean((2, 3))  # (B,C)
         g_s = self.head(self.encoder((x - self.teacher.mean) / self.teacher.std))  # (B,C)
         return {"t_feats": t_groups, "s_feats": s_groups, "g_t": g_t, "g_s": g_s, "size": tuple(x.shape[-2:])}
 
     def loss(self, out: dict) -> dict[str, torch.Tensor]:
         c = self.config
-        # s_D = ½ Σ_g [1 − cos(vec T_g, vec S_g)], per image
-        s_d = torch.stack([flat_cosine_distance(t, s) for t, s in zip(out["t_feats"], out["s_feats"])]).mean(0)
+        if c.local_train == "map":  # s_D as at test time: the image score of the blurred local map
+            s_d = self.raw_scores(out)["local"]
+        else:  # s_D = ½ Σ_g [1 − cos(vec T_g, vec S_g)], per image
+            s_d = torch.stack([flat_cosine_distance(t, s) for t, s in zip(out["t_feats"], out["s_feats"])]).mean(0)
         # s_E = 1 − cos(g_T, g_S)
         s_e = flat_cosine_distance(out["g_t"], out["g_s"])
         # L = −w_D log(1 − p_D) − w_E log(1 − p_E) on normals, τ = τ_train (= w_D s_D/τ + w_E s_E/τ, exp link)

@@ -1,0 +1,105 @@
+"""Which s_D the dual student trains on (issue 14, item 7: "s_D computed the same way in training and at test
+time"), chosen on validation data built from training normals: `local_train="flat"` (the flattened cosine per
+group, Dinomaly's loss; at test time s_D is the top-1% mean of the local map) against `local_train="map"` (that
+top-1% mean in training too). Notebook 5's industrial recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8,
+400 steps), `calib_holdout=0.4` as in `dual_validation.py` (whose "flat" runs are the same runs: give both the
+same cache to share them), seeds 0–2, the default scoring (logistic link, held-out calibration). Image AUROC of
+the local branch and of the Noisy-OR on the validation set (`adkit.validation`) — and on mini's test set for
+information, never for the choice.
+
+    OMP_NUM_THREADS=2 python benchmarks/dual_local_stat.py run --cache /tmp/dualval      # resumable
+    python benchmarks/dual_local_stat.py summary --cache /tmp/dualval [--json docs/results/dual_local_stat.json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+CLASSES = ("brick", "grass", "cat", "cameraman")
+SEEDS = (0, 1, 2)
+HOLDOUT = 0.4
+VARIANTS = ("flat", "map")  # the first is the default
+SCORES = ("score_local", "score_semantic", "score_noisy_or")
+ROWS = "local_stat.jsonl"
+
+
+def config(seed: int, local_train: str):
+    from adkit.train import TrainConfig
+
+    options = {"calib_holdout": HOLDOUT}
+    if local_train != "flat":  # the default stays out of the options: the same run (and cache key) as before
+        options["local_train"] = local_train
+    return TrainConfig(
+        data="mini", classes=CLASSES, setting="multi-class", model="dual", backbone="efficientnet_lite0",
+        image_size=128, iters=100 * len(CLASSES), batch_size=8, seed=seed, options=options,
+    )  # fmt: skip
+
+
+def measure_run(seed: int, local_train: str, cache: str) -> dict:
+    from adkit import validation
+    from adkit.config import ALL
+    from adkit.evaluate import predict, predict_classes, test_records
+    from adkit.metrics import image_auroc
+    from adkit.runs import load_run
+    from adkit.train import cached_run
+
+    cfg = config(seed, local_train)
+    run = cached_run(cfg, cache, progress=False)
+    _, by_name = load_run(run)
+    model = by_name[ALL]
+    val = validation.held_out(cfg, HOLDOUT)["val"]
+    sets = {
+        "validation": validation.by_class(predict(model, val["image"]), val),
+        "test": predict_classes({ALL: model}, test_records(cfg), cfg.image_size, progress=False),
+    }
+    row = {"seed": seed, "local_train": local_train, "run": run.name, "n_val": len(val["label"])}
+    for name, preds in sets.items():  # mean over classes of each class's image AUROC, in %
+        row[name] = {
+            k: 100 * sum(image_auroc(p[k], p["label"]) for p in preds.values()) / len(preds) for k in SCORES
+        }
+    return row
+
+
+def run(cache: str) -> None:
+    out = Path(cache) / ROWS
+    rows = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["seed"], r["local_train"]) for r in rows}
+    for seed in SEEDS:
+        for variant in VARIANTS:
+            if (seed, variant) not in done:
+                row = measure_run(seed, variant, cache)
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+
+
+def summary(cache: str, json_out: str | None) -> dict:
+    from adkit.report import format_difference, format_figure, summarize
+
+    rows = {(r["seed"], r["local_train"]): r for r in map(json.loads, (Path(cache) / ROWS).read_text().splitlines())}
+    seeds = sorted({s for s, v in rows if all((s, w) in rows for w in VARIANTS)})
+    table = {}
+    print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); image AUROC in %, mean [95% t interval]")
+    for split in ("validation", "test"):
+        print(f"\n{split}{' (not used for the choice)' if split == 'test' else ''}\n")
+        print("| local_train | " + " | ".join(k.removeprefix("score_") for k in SCORES) + " | noisy_or − flat |")
+        print("|---|" + "---:|" * (len(SCORES) + 1))
+        for variant in VARIANTS:
+            v = {k: [rows[s, variant][split][k] for s in seeds] for k in SCORES}
+            fig = {k: summarize(x) for k, x in v.items()}
+            base = [rows[s, VARIANTS[0]][split]["score_noisy_or"] for s in seeds]
+            fig["noisy_or − flat"] = summarize([a - b for a, b in zip(v["score_noisy_or"], base)])
+            table.setdefault(split, {})[variant] = fig
+            cells = [format_figure(fig[k]) for k in SCORES] + [format_difference(fig["noisy_or − flat"])]
+            print(f"| {variant} | " + " | ".join(cells) + " |")
+    if json_out:
+        Path(json_out).write_text(json.dumps({"seeds": seeds, "holdout": HOLDOUT, "table": table}, indent=1) + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    from _study import main  # benchmarks/_study.py: the script's folder is on the path
+
+    sys.exit(main(__doc__, run, summary))
