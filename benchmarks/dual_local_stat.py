@@ -56,9 +56,7 @@ def measure_run(seed: int, local_train: str, cache: str) -> dict:
     }
     row = {"seed": seed, "local_train": local_train, "run": run.name, "n_val": len(val["label"])}
     for name, preds in sets.items():  # mean over classes of each class's image AUROC, in %
-        row[name] = {
-            k: 100 * sum(image_auroc(p[k], p["label"]) for p in preds.values()) / len(preds) for k in SCORES
-        }
+        row[name] = {k: 100 * sum(image_auroc(p[k], p["label"]) for p in preds.values()) / len(preds) for k in SCORES}
     return row
 
 
