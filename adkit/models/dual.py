@@ -18,8 +18,8 @@ training objective on normals (`link`, exp by default), `−log(1 − p_D) − l
 weighted sum of the two branch distances. At test time the fused score uses `score_link`, logistic by default
 (`p = σ((s − τ ln 2)/σ_s)`, which centres each branch on its normal scores and divides by their spread): chosen
 on validation data made from training normals, never on a test set. At test time `s_D` is the top-1% mean of the
-local map; in training it is by default the E–D loss (flattened cosine per group), or that same top-1% mean
-(`local_train="map"`). The E–E target `g_T` is a ViT's class token, or the mean of the teacher's last map
+local map, and in training by default the same statistic (`local_train="map"`; or the flattened cosine per
+group, Dinomaly's loss, `"flat"`). The E–E target `g_T` is a ViT's class token, or the mean of the teacher's last map
 (`global_token`).
 Calibration puts each branch's q-quantile of training scores at p = 0.5, so a normal image at both
 quantiles gets P = 0.75: read P as a fused *score*, not as a calibrated probability of an anomaly.
@@ -76,11 +76,11 @@ class DualConfig:
     # closely and τ_E comes out too small)
     calib_holdout: float = 0.2
     tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
-    # s_D in the training objective: "flat", the flattened cosine distance per group (Dinomaly's global cosine
-    # loss), while the test-time s_D is the image score of the local map; "map", the test-time s_D itself
-    # (`score` of the blurred local map), so that s_D is the same statistic in training and at test time.
-    # (the two are compared on validation data in benchmarks/dual_local_stat.py)
-    local_train: str = "flat"
+    # s_D in the training objective: "map", the test-time s_D itself (`score` of the blurred local map: the mean
+    # of its top 1%), so that s_D is the same statistic in training and at test time; "flat", the flattened
+    # cosine distance per group (Dinomaly's global cosine loss; the default until December 2026). "map" was
+    # chosen on validation data built from training normals (benchmarks/dual_local_stat.py, METHODS §5)
+    local_train: str = "map"
     w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
     w_semantic: float = 1.0  # weight of −log(1 − p_E)
     fusion: str = "noisy_or"  # the main image score: noisy_or, sum (z-scored), local or semantic
