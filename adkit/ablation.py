@@ -93,8 +93,9 @@ def dual_ablation(
     classes: list[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Mean image AUROC of every score of a trained multi-class `dual` run — E–D alone, E–E alone, the sum of
-    z-scored scores, Noisy-OR — with each link, calibrated on the held-out training normals (as trained) and on
-    the images the students were fitted on. Only the calibration is redone; the students are the run's own.
+    z-scored scores, Noisy-OR — with each link, calibrated on the images the students were fitted on and, for a
+    run trained with `calib_holdout` > 0, on its held-out training normals. Only the calibration is redone; the
+    students are the run's own.
     `data_name`/`classes`: another test set (e.g. "mini_semantic")."""
     cfg, models_by_name = load_run(run_dir)
     model = models_by_name.get(ALL)
@@ -102,22 +103,18 @@ def dual_ablation(
         raise ValueError(f"{run_dir}: dual_ablation needs a multi-class run of the dual model")
     train_recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
     images = data.load_all(data.ImageDataset(train_recs, cfg.image_size))["image"]
-    fit_idx, cal_idx = (
-        holdout_split(len(images), model.calibration_holdout, cfg.seed)
-        if model.calibration_holdout
-        else (slice(None), slice(None))
-    )
+    # a run trained on every normal (`calib_holdout=0`) has no held-out normals: its one calibration set is
+    # the fitted images
+    sets = {"fitted": slice(None)}
+    if model.calibration_holdout:
+        fit_idx, cal_idx = holdout_split(len(images), model.calibration_holdout, cfg.seed)
+        sets = {"held-out": cal_idx, "fitted": fit_idx}
     test = test_records(cfg, data_name, classes=classes)
     # one forward pass over the test set and one over the training images; every variant is arithmetic on
     # their raw branch scores (`dual_variants`), since only the calibration changes
     preds = predict_classes({ALL: model}, test, cfg.image_size, progress=False)
     raw_train = model.raw_scores_of(images)
-    return dual_variants(
-        model,
-        preds,
-        {w: {b: r[i] for b, r in raw_train.items()} for w, i in (("held-out", cal_idx), ("fitted", fit_idx))},
-        links,
-    )
+    return dual_variants(model, preds, {w: {b: r[i] for b, r in raw_train.items()} for w, i in sets.items()}, links)
 
 
 def dual_variants(

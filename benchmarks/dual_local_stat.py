@@ -39,7 +39,8 @@ def config(seed: int, local_train: str):
     )  # fmt: skip
 
 
-def measure_run(seed: int, local_train: str, cache: str) -> dict:
+def measure_run(seed: int, local_train: str, cache: str, run=None) -> dict:
+    """One run's row; `run`: a trained run folder of this config to measure instead of `cached_run`'s."""
     from adkit import validation
     from adkit.config import ALL
     from adkit.evaluate import predict, predict_classes, test_records
@@ -48,10 +49,14 @@ def measure_run(seed: int, local_train: str, cache: str) -> dict:
     from adkit.train import cached_run
 
     cfg = config(seed, local_train)
-    run = cached_run(cfg, cache, progress=False)
+    run = cached_run(cfg, cache, progress=False) if run is None else Path(run)
     _, by_name = load_run(run)
     model = by_name[ALL]
-    val = validation.held_out(cfg, HOLDOUT)["val"]
+    split = validation.held_out(cfg, HOLDOUT)
+    # training calibrated on all the held-out normals, the validation ones among them: recalibrate on the half
+    # that is not the validation set (as dual_validation.py does), so that no validation image is seen
+    model.calibrate(split["images"][split["cal"]])
+    val = split["val"]
     sets = {
         "validation": validation.by_class(predict(model, val["image"]), val),
         "test": predict_classes({ALL: model}, test_records(cfg), cfg.image_size, progress=False),
