@@ -2,11 +2,13 @@
 time"), chosen on validation data built from training normals: `local_train="flat"` (the flattened cosine per
 group, Dinomaly's loss; at test time s_D is the top-1% mean of the local map) against `local_train="map"` (that
 top-1% mean in training too). Notebook 5's industrial recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8,
-400 steps), `calib_holdout=0.4` as in `dual_validation.py` (the default's runs are that script's runs: give both
-the same cache to share them), seeds 0–2, the default scoring (logistic link, held-out calibration). Image AUROC
-of the local branch and of the Noisy-OR on the validation set (`adkit.validation`) — and on mini's test set for
-information, never for the choice. "flat" was the default when the study ran (December 2026, dual revision 1);
-it chose "map", now the default (revision 2: the same training for the same options, new cache keys).
+400 steps), `calib_holdout=0.4` as in `dual_validation.py`, seeds 0–2. Image AUROC of the local branch (which no
+calibration changes) and of the Noisy-OR (logistic link, calibrated on the held-out half that is not the
+validation set, `noisy_or`, or on the fitted normals, `noisy_or_fitted`) on the validation set
+(`adkit.validation`) — and on mini's test set for information, never for the choice. "flat" was the default
+when the study ran (December 2026, dual revision 1); it chose "map" on the local branch, the statistic this
+option trains (revision 2: the same training for the same options, new cache keys; the default calibration
+changed after it, see dual_validation.py). The stored rows were measured from the revision-1 run folders.
 
     OMP_NUM_THREADS=2 python benchmarks/dual_local_stat.py run --cache /tmp/dualval      # resumable
     python benchmarks/dual_local_stat.py summary --cache /tmp/dualval [--json docs/results/dual_local_stat.json]
@@ -23,7 +25,7 @@ SEEDS = (0, 1, 2)
 HOLDOUT = 0.4
 VARIANTS = ("flat", "map")  # "flat" was the default when this study ran; it chose "map", the default since
 DEFAULT = "map"
-SCORES = ("score_local", "score_semantic", "score_noisy_or")
+SCORES = ("score_local", "score_semantic", "score_noisy_or", "score_noisy_or_fitted")
 ROWS = "local_stat.jsonl"
 
 
@@ -42,9 +44,9 @@ def config(seed: int, local_train: str):
 def measure_run(seed: int, local_train: str, cache: str, run=None) -> dict:
     """One run's row; `run`: a trained run folder of this config to measure instead of `cached_run`'s."""
     from adkit import validation
+    from adkit.ablation import dual_variants
     from adkit.config import ALL
     from adkit.evaluate import predict, predict_classes, test_records
-    from adkit.metrics import image_auroc
     from adkit.runs import load_run
     from adkit.train import cached_run
 
@@ -53,17 +55,28 @@ def measure_run(seed: int, local_train: str, cache: str, run=None) -> dict:
     _, by_name = load_run(run)
     model = by_name[ALL]
     split = validation.held_out(cfg, HOLDOUT)
-    # training calibrated on all the held-out normals, the validation ones among them: recalibrate on the half
-    # that is not the validation set (as dual_validation.py does), so that no validation image is seen
-    model.calibrate(split["images"][split["cal"]])
     val = split["val"]
+    # the logistic link calibrated on the held-out half that is not the validation set, or on the fitted
+    # normals (training itself calibrated on all the held-out normals, validation ones included: not used)
+    raw = model.raw_scores_of(split["images"])
+    calibration = {w: {b: r[split[k]] for b, r in raw.items()} for w, k in (("held-out", "cal"), ("fitted", "fit"))}
     sets = {
         "validation": validation.by_class(predict(model, val["image"]), val),
         "test": predict_classes({ALL: model}, test_records(cfg), cfg.image_size, progress=False),
     }
     row = {"seed": seed, "local_train": local_train, "run": run.name, "n_val": len(val["label"])}
     for name, preds in sets.items():  # mean over classes of each class's image AUROC, in %
-        row[name] = {k: 100 * sum(image_auroc(p[k], p["label"]) for p in preds.values()) / len(preds) for k in SCORES}
+        v = dual_variants(model, preds, calibration, links=("logistic",))
+        held, fitted = (
+            v["logistic link, calibrated on held-out normals"],
+            v["logistic link, calibrated on fitted normals"],
+        )
+        row[name] = {
+            "score_local": 100 * held["local"],
+            "score_semantic": 100 * held["semantic"],
+            "score_noisy_or": 100 * held["noisy_or"],
+            "score_noisy_or_fitted": 100 * fitted["noisy_or"],
+        }
     return row
 
 
@@ -89,17 +102,18 @@ def summary(cache: str, json_out: str | None) -> dict:
     print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); image AUROC in %, mean [95% t interval]")
     for split in ("validation", "test"):
         print(f"\n{split}{' (not used for the choice)' if split == 'test' else ''}\n")
-        print("| local_train | " + " | ".join(k.removeprefix("score_") for k in SCORES) + " | local − flat | noisy_or − flat |")
-        print("|---|" + "---:|" * (len(SCORES) + 2))
+        diffs = " | local − flat | noisy_or − flat | noisy_or_fitted − flat |"
+        print("| local_train | " + " | ".join(k.removeprefix("score_") for k in SCORES) + diffs)
+        print("|---|" + "---:|" * (len(SCORES) + 3))
         for variant in VARIANTS:  # rows hold %, the report's figures fractions
             v = {k: [rows[s, variant][split][k] / 100 for s in seeds] for k in SCORES}
             fig = {k: summarize(x) for k, x in v.items()}
-            for k in ("score_local", "score_noisy_or"):
+            for k in ("score_local", "score_noisy_or", "score_noisy_or_fitted"):
                 base = [rows[s, VARIANTS[0]][split][k] / 100 for s in seeds]
                 fig[f"{k.removeprefix('score_')} − flat"] = summarize([a - b for a, b in zip(v[k], base)])
             table.setdefault(split, {})[variant] = fig
             cells = [format_figure(fig[k]) for k in SCORES]
-            cells += [format_difference(fig[k]) for k in ("local − flat", "noisy_or − flat")]
+            cells += [format_difference(fig[k]) for k in ("local − flat", "noisy_or − flat", "noisy_or_fitted − flat")]
             print(f"| {variant} | " + " | ".join(cells) + " |")
     if json_out:
         Path(json_out).write_text(json.dumps({"seeds": seeds, "holdout": HOLDOUT, "table": table}, indent=1) + "\n")

@@ -224,7 +224,8 @@ def test_calibration_sees_only_held_out_normals(teacher, holdout, name):
         models.create(name, teacher=teacher, calib_holdout=1.0)
 
 
-def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
+@pytest.mark.parametrize("holdout", [0.25, 0.0])  # 0: the default, no held-out normals to calibrate on
+def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout):
     from adkit.ablation import dual_ablation, dual_markdown
     from adkit.train import TrainConfig, train
 
@@ -236,15 +237,17 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
         image_size=32,
         iters=4,
         batch_size=4,
-        options={"calib_holdout": 0.25},
+        options={"calib_holdout": holdout} if holdout else {},
     )
     run = train(cfg, tmp_path / "run", progress=False)
     rows = dual_ablation(run)
-    assert len(rows) == 4 and all(set(r) == {"local", "semantic", "sum", "noisy_or"} for r in rows.values())
+    wheres = ("held-out", "fitted") if holdout else ("fitted",)
+    assert list(rows) == [f"{link} link, calibrated on {w} normals" for link in ("exp", "logistic") for w in wheres]
+    assert all(set(r) == {"local", "semantic", "sum", "noisy_or"} for r in rows.values())
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())
     # a branch alone ranks raw scores: no calibration changes it
     assert len({(r["local"], r["semantic"]) for r in rows.values()}) == 1
-    assert "| exp link, calibrated on held-out normals |" in dual_markdown(rows)
+    assert f"| exp link, calibrated on {wheres[0]} normals |" in dual_markdown(rows)
     # each row is what recalibrating the model and scoring the test set again gives (the ablation computes it
     # from one forward pass over each set)
     import dataclasses
@@ -258,10 +261,13 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
     _, by_name = load_run(run)
     model = by_name[ALL]
     images = data.load_all(data.ImageDataset(data.load_records("mvtec", str(mvtec_root), "train"), 32))["image"]
-    fit_idx, cal_idx = holdout_split(len(images), 0.25, cfg.seed)
+    sets = {"fitted": slice(None)}
+    if holdout:
+        fit_idx, cal_idx = holdout_split(len(images), holdout, cfg.seed)
+        sets = {"held-out": cal_idx, "fitted": fit_idx}
     config = model.config
     for link in ("exp", "logistic"):
-        for where, idx in (("held-out", cal_idx), ("fitted", fit_idx)):
+        for where, idx in sets.items():
             model.config = dataclasses.replace(config, score_link=link)
             model.calibrate(images[idx])
             preds = predict_classes({ALL: model}, test_records(cfg), 32, progress=False)
@@ -270,6 +276,8 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root):
                 assert rows[f"{link} link, calibrated on {where} normals"][k.removeprefix("score_")] == pytest.approx(
                     expected, abs=1e-9
                 ), (link, where, k)
+    if holdout:
+        return
     rd = train(
         TrainConfig(**{**cfg.to_dict(), "model": "rd", "options": {}, "classes": None}), tmp_path / "rd", progress=False
     )

@@ -80,7 +80,8 @@ class DualConfig:
     # s_D in the training objective: "map", the test-time s_D itself (`score` of the blurred local map: the mean
     # of its top 1%), so that s_D is the same statistic in training and at test time; "flat", the flattened
     # cosine distance per group (Dinomaly's global cosine loss; the default until December 2026). "map" was
-    # chosen on validation data built from training normals (benchmarks/dual_local_stat.py, METHODS §5)
+    # chosen on validation data built from training normals: local branch +7.7 [+2.5, +12.9], Noisy-OR +8.3
+    # [+4.4, +12.3] points over "flat", 3 seeds (benchmarks/dual_local_stat.py, METHODS §5)
     local_train: str = "map"
     w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
     w_semantic: float = 1.0  # weight of −log(1 − p_E)
