@@ -322,3 +322,12 @@ def test_the_scoring_link_changes_the_fused_score_and_not_the_students(teacher):
     assert torch.equal(a["score_local"], b["score_local"]) and torch.equal(a["score_sum"], b["score_sum"])
     assert not torch.allclose(a["score_noisy_or"], b["score_noisy_or"])
     assert logistic.scoring_link == "logistic" and exp.scoring_link == "exp"
+
+
+def test_an_option_the_teacher_cannot_take_is_a_usage_error_before_training(mvtec_root):
+    from adkit.errors import UsageError
+    from adkit.train import TrainConfig, preflight
+
+    cfg = TrainConfig(data="mvtec", root=str(mvtec_root), model="dual", image_size=32, options={"global_token": "cls"})
+    with pytest.raises(UsageError, match="--opt: global_token='cls'.*no class token"):
+        preflight(cfg)

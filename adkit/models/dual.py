@@ -68,7 +68,8 @@ class DualConfig:
     link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
     # the link of the fused score at test time (None: `link`, the training objective's). A scoring choice only:
     # the students do not depend on it. "logistic" was chosen on validation data built from training normals
-    # (benchmarks/dual_validation.py: Noisy-OR +5.3 [+3.9, +6.7] points over "exp", 3 seeds; METHODS §8)
+    # (benchmarks/dual_validation.py: Noisy-OR +5.3 [+3.9, +6.7] points over "exp", 3 seeds; on the students
+    # trained with local_train="map", +3.8 [+0.8, +6.8]; METHODS §8)
     score_link: str | None = "logistic"
     tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of the calibration normals' scores maps to p = 0.5
     # calibrate τ, mean, std on this fraction of the training normals, kept out of training; 0: train on all of
