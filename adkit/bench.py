@@ -268,7 +268,7 @@ def format_vs_anomalib(res: dict) -> str:
             f"{res['infer_ratio']:15.2f}",
             f"  student parameters (M): adkit {a['student_params_m']}, anomalib {res['anomalib_student_params_m']}",
             "  img/s; ratios > 1 mean adkit is faster. anomalib has no feature cache: its encoder runs every step.",
-            "  The students differ: adkit sizes OCBE and decoder from the teacher's feature_info (bottleneck blocks),",
-            "  anomalib uses RD4AD's de_resnet decoders (basic blocks for resnet18/34); compare their parameters.",
+            "  Both students follow RD4AD's official layout (basic blocks for resnet18/34, bottleneck blocks for",
+            "  deeper ResNets); the parameter counts above say how close they are.",
         ]
     )

@@ -27,7 +27,7 @@ def test_shapes_groups_and_frozen_teacher(model):
     model.loss(out)["loss"].backward()  # both students learn (frozen teacher: test_models.py, every model)
     assert model.encoder.conv_stem.weight.grad is not None and model.decoder.heads[0].weight.grad is not None
     scores = model.image_scores(x, batch_size=1)
-    assert set(scores) == {*model.report_scores, "p_local", "p_semantic", "score"}  # "score": off the map
+    assert set(scores) == {*model.report_scores, "p_local", "p_semantic", "p_noisy_or", "score"}  # "score": the map's
     assert all(v.shape == (2,) for v in scores.values())
     amap, score = model.predict(x)
     assert amap.shape == (2, 1, 64, 64) and torch.allclose(score, scores["score_noisy_or"], atol=1e-6)
@@ -94,7 +94,7 @@ def test_fitted_on_constant_images_a_changed_one_scores_higher(model):
     s_normal, s_changed = model.image_scores(normal), model.image_scores(changed)
     for k in model.report_scores:
         assert float(s_changed[k].min()) > float(s_normal[k].max()), k
-    assert float(s_changed["score_noisy_or"].min()) > 0.99  # the training normals sit near p = 0.5 per branch
+    assert float(s_changed["p_noisy_or"].min()) > 0.99  # the training normals sit near p = 0.5 per branch
 
 
 def test_vit_teacher_groups_are_halves_of_the_intermediate_maps():
@@ -331,3 +331,20 @@ def test_an_option_the_teacher_cannot_take_is_a_usage_error_before_training(mvte
     cfg = TrainConfig(data="mvtec", root=str(mvtec_root), model="dual", image_size=32, options={"global_token": "cls"})
     with pytest.raises(UsageError, match="--opt: global_token='cls'.*no class token"):
         preflight(cfg)
+
+
+@pytest.mark.parametrize("link", ["exp", "logistic"])
+def test_noisy_or_score_ranks_as_p_and_keeps_order_where_p_rounds_to_one(teacher, link):
+    m = models.create("dual", teacher=teacher, score_link=link)
+    m.calibrate_from({"local": torch.linspace(0.1, 0.2, 50), "semantic": torch.linspace(0.01, 0.011, 50)})
+    raw = {"local": torch.linspace(0.05, 0.4, 40), "semantic": torch.linspace(0.005, 0.03, 40).flip(0)}
+    out = m.fused_scores(raw)
+    p, score = out["p_noisy_or"], out["score_noisy_or"]
+    assert torch.allclose(p, losses.noisy_or(out["p_local"], out["p_semantic"]))
+    below = p < 1 - 1e-4  # where float32 still resolves 1 − P: the score is −log(1 − P)
+    assert int(below.sum()) > 10 and torch.allclose(score[below], -torch.log1p(-p[below]), rtol=1e-3)
+    assert torch.equal(torch.argsort(score[below]), torch.argsort(p[below]))  # the same ranking as P
+    # far outside the calibration spread P is 1.0 in floating point for every image; the score still orders them
+    far = {"local": torch.full((5,), 0.3), "semantic": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])}
+    out = m.fused_scores(far)
+    assert bool((out["p_noisy_or"] == 1).all()) and bool((out["score_noisy_or"].diff() > 0).all())

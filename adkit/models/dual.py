@@ -291,12 +291,19 @@ class DualStudent(ADModel):
             for b in BRANCHES
         }
         z = {b: (raw[b] - getattr(self, f"mean_{b}")) / getattr(self, f"std_{b}") for b in BRANCHES}
+        # −log(1 − P) = Σ_b −log(1 − p_b), computed without forming p_b: the Noisy-OR's ranking, with no ties
+        # where P rounds to 1 (a branch calibrated on a tight set of normals puts most test images at p = 1.0
+        # in floating point: 869 of 899 on one-class digits)
+        evidence = sum(
+            neg_log_normal(raw[b], getattr(self, f"tau_{b}"), self.scoring_link, getattr(self, f"std_{b}"))
+            for b in BRANCHES
+        )
         return {
             "score_local": raw["local"],
             "score_semantic": raw["semantic"],
             "score_sum": z["local"] + z["semantic"],
-            # P = 1 − (1 − p_D)(1 − p_E)
-            "score_noisy_or": noisy_or(p["local"], p["semantic"]),
+            "score_noisy_or": evidence,  # ranks exactly as P, below
+            "p_noisy_or": noisy_or(p["local"], p["semantic"]),  # P = 1 − (1 − p_D)(1 − p_E)
             "p_local": p["local"],
             "p_semantic": p["semantic"],
         }
