@@ -16,13 +16,16 @@ changed after it, see dual_validation.py). The stored rows were measured from th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-CLASSES = ("brick", "grass", "cat", "cameraman")
-SEEDS = (0, 1, 2)
-HOLDOUT = 0.4
+# the same hold-out and the same measurement (links × calibration sets) as dual_validation.py, whose default
+# runs are these "map" runs; the script's folder is on the path
+import dual_validation
+from dual_validation import HOLDOUT, SEEDS, measure_variants
+
 VARIANTS = ("flat", "map")  # "flat" was the default when this study ran; it chose "map", the default since
 DEFAULT = "map"
 SCORES = ("score_local", "score_semantic", "score_noisy_or", "score_noisy_or_fitted")
@@ -30,47 +33,27 @@ ROWS = "local_stat.jsonl"
 
 
 def config(seed: int, local_train: str):
-    from adkit.train import TrainConfig
-
-    options = {"calib_holdout": HOLDOUT}
-    if local_train != DEFAULT:  # the default stays out of the options: the same run as dual_validation.py's
-        options["local_train"] = local_train
-    return TrainConfig(
-        data="mini", classes=CLASSES, setting="multi-class", model="dual", backbone="efficientnet_lite0",
-        image_size=128, iters=100 * len(CLASSES), batch_size=8, seed=seed, options=options,
-    )  # fmt: skip
+    """dual_validation.py's run for this seed, with `local_train` among the options unless it is the default
+    (which stays out: the same run and cache key as dual_validation.py's)."""
+    cfg = dual_validation.config(seed)
+    if local_train == DEFAULT:
+        return cfg
+    return dataclasses.replace(cfg, options={**cfg.options, "local_train": local_train})
 
 
 def measure_run(seed: int, local_train: str, cache: str, run=None) -> dict:
     """One run's row; `run`: a trained run folder of this config to measure instead of `cached_run`'s."""
-    from adkit import validation
-    from adkit.ablation import dual_variants
-    from adkit.config import ALL
-    from adkit.evaluate import predict, predict_classes, test_records
-    from adkit.runs import load_run
     from adkit.train import cached_run
 
     cfg = config(seed, local_train)
     run = cached_run(cfg, cache, progress=False) if run is None else Path(run)
-    _, by_name = load_run(run)
-    model = by_name[ALL]
-    split = validation.held_out(cfg, HOLDOUT)
-    val = split["val"]
     # the logistic link calibrated on the held-out half that is not the validation set, or on the fitted
     # normals (training itself calibrated on all the held-out normals, validation ones included: not used)
-    raw = model.raw_scores_of(split["images"])
-    calibration = {w: {b: r[split[k]] for b, r in raw.items()} for w, k in (("held-out", "cal"), ("fitted", "fit"))}
-    sets = {
-        "validation": validation.by_class(predict(model, val["image"]), val),
-        "test": predict_classes({ALL: model}, test_records(cfg), cfg.image_size, progress=False),
-    }
-    row = {"seed": seed, "local_train": local_train, "run": run.name, "n_val": len(val["label"])}
-    for name, preds in sets.items():  # mean over classes of each class's image AUROC, in %
-        v = dual_variants(model, preds, calibration, links=("logistic",))
-        held, fitted = (
-            v["logistic link, calibrated on held-out normals"],
-            v["logistic link, calibrated on fitted normals"],
-        )
+    m = measure_variants(cfg, run, links=("logistic",))
+    row = {"seed": seed, "local_train": local_train, "run": run.name, "n_val": m["n_val"]}
+    for name in ("validation", "test"):  # mean over classes of each class's image AUROC, in %
+        held = m[name]["logistic link, calibrated on held-out normals"]
+        fitted = m[name]["logistic link, calibrated on fitted normals"]
         row[name] = {
             "score_local": 100 * held["local"],
             "score_semantic": 100 * held["semantic"],

@@ -39,16 +39,16 @@ def config(seed: int):
     )  # fmt: skip
 
 
-def measure_run(seed: int, cache: str) -> dict:
+def measure_variants(cfg, run, links: tuple[str, ...] = ("exp", "logistic")) -> dict:
+    """A trained run's `dual_variants` rows (each link × calibration on the held-out half that is not the
+    validation set, or on the fitted normals) on the validation set and on the test set:
+    `{"n_val", "validation", "test"}`. `cfg`: the run's TrainConfig, trained with `calib_holdout=HOLDOUT`."""
     from adkit import validation
     from adkit.ablation import dual_variants
     from adkit.config import ALL
     from adkit.evaluate import predict, predict_classes, test_records
     from adkit.runs import load_run
-    from adkit.train import cached_run
 
-    cfg = config(seed)
-    run = cached_run(cfg, cache, progress=False)
     _, by_name = load_run(run)
     model = by_name[ALL]
     split = validation.held_out(cfg, HOLDOUT)
@@ -58,12 +58,18 @@ def measure_run(seed: int, cache: str) -> dict:
     val_preds = validation.by_class(predict(model, val["image"]), val)
     test_preds = predict_classes({ALL: model}, test_records(cfg), cfg.image_size, progress=False)
     return {
-        "seed": seed,
-        "run": run.name,
         "n_val": len(val["label"]),
-        "validation": dual_variants(model, val_preds, calibration),
-        "test": dual_variants(model, test_preds, calibration),
+        "validation": dual_variants(model, val_preds, calibration, links),
+        "test": dual_variants(model, test_preds, calibration, links),
     }
+
+
+def measure_run(seed: int, cache: str) -> dict:
+    from adkit.train import cached_run
+
+    cfg = config(seed)
+    run = cached_run(cfg, cache, progress=False)
+    return {"seed": seed, "run": run.name, **measure_variants(cfg, run)}
 
 
 def run(cache: str) -> None:
