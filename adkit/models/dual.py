@@ -247,8 +247,8 @@ class DualStudent(ADModel):
 
     def loss(self, out: dict) -> dict[str, torch.Tensor]:
         c = self.config
-        if c.local_train == "map":  # s_D as at test time: the image score of the blurred local map
-            s_d = self.raw_scores(out)["local"]
+        if c.local_train == "map":  # s_D as at test time (`raw_scores`): the image score of the blurred local map
+            s_d = image_score(self.maps(out)["amap"], c.score, c.top_frac)
         else:  # s_D = ½ Σ_g [1 − cos(vec T_g, vec S_g)], per image
             s_d = torch.stack([flat_cosine_distance(t, s) for t, s in zip(out["t_feats"], out["s_feats"])]).mean(0)
         # s_E = 1 − cos(g_T, g_S)
