@@ -25,8 +25,10 @@ MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")  # adkit.models.MODELS ha
 # settings, so that cached runs (`train.cached_run`) and checkpoints of the old code are not taken for new ones.
 # 2 (December 2026): FD's loss without the ½ (STFPM's official scale). 3: FD trains in channels-last layout.
 # dual 2 (December 2026): s_D in training is the test-time statistic (`DualConfig.local_train="map"`); 3: it
-# trains on all training normals and calibrates on them (`calib_holdout=0`).
-MODEL_REVISIONS = {"fd": 3, "fd+snl": 3, "dual": 3}
+# trains on all training normals and calibrates on them (`calib_holdout=0`). 4: the same method with other
+# floating-point order: trains channels-last on the CPU, and the blur's gradient is its adjoint (two matrix
+# products) instead of autograd through the padded convolutions; results differ from 3 by rounding only.
+MODEL_REVISIONS = {"fd": 3, "fd+snl": 3, "dual": 4}
 
 
 def revision_entry(model: str) -> dict:

@@ -75,9 +75,11 @@ def plan(factor: str, seeds: list[int]) -> list[Job]:
         if factor == "curve":
             jobs.append(Job("one-class", 14, 100, 128, 16, s))
             jobs += [Job("multi-class", k, 100, 128, 16, s) for k in KS]
-        elif factor == "steps":  # three times the training, at notebook 1's four classes
-            jobs.append(Job("one-class", 4, 300, 128, 16, s))
-            jobs.append(Job("multi-class", 4, 300, 128, 16, s))
+        elif factor == "steps":  # three times the training, at notebook 1's four classes, against the same
+            # four classes at the curve's 100 steps (trained here too, so the pair comes from one code version)
+            for steps in (100, 300):
+                jobs.append(Job("one-class", 4, steps, 128, 16, s))
+                jobs.append(Job("multi-class", 4, steps, 128, 16, s))
         elif factor == "size":  # half the image side (a quarter of the compute), at 8 and 14 classes
             jobs.append(Job("one-class", 14, 100, 64, 16, s))
             jobs += [Job("multi-class", k, 100, 64, 16, s) for k in (8, 14)]

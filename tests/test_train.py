@@ -140,10 +140,10 @@ def test_a_model_revision_retires_old_checkpoints_and_cache_keys(tmp_path, mvtec
         load_run(tmp_path / "r")
 
 
-@pytest.mark.parametrize("name", ["fd", "rd"])
+@pytest.mark.parametrize("name", ["fd", "rd", "dual"])
 def test_fit_trains_in_the_layout_the_model_asks_for_and_gives_it_back(teacher, name):
-    """FD trains channels-last on the CPU (`train_channels_last`), RD in the plain layout; either way the model
-    comes out of `fit` contiguous, also when training stops with an exception."""
+    """FD and the dual student train channels-last on the CPU (`train_channels_last`), RD in the plain layout;
+    either way the model comes out of `fit` contiguous, also when training stops with an exception."""
     from adkit import models
     from adkit.train import fit
 
@@ -151,12 +151,13 @@ def test_fit_trains_in_the_layout_the_model_asks_for_and_gives_it_back(teacher, 
     seen = []
 
     def look(step, row):
-        w = next(p for p in model.student_parameters() if p.dim() == 4)
+        # a weight whose two layouts differ (1×1 and depthwise kernels have the same strides in both)
+        w = next(p for p in model.student_parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
         seen.append(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous())
         if step == 2:
             raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError, match="stop"):
         fit(model, torch.rand(6, 3, 32, 32), iters=5, batch_size=2, progress=False, callback=look)
-    assert seen == [model.train_channels_last] * 3 and seen[0] == (name == "fd")
+    assert seen == [model.train_channels_last] * 3 and seen[0] == (name in ("fd", "dual"))
     assert all(p.is_contiguous() for p in model.student_parameters())
