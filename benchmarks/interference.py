@@ -274,6 +274,8 @@ def summarize_gaps(out: Path) -> list[dict]:
             "multi_class": t_interval(mc_means),
             "gap": t_interval(gaps),
             "gap_per_seed": [round(g, 2) for g in gaps],
+            "one_class_per_seed": [round(x, 2) for x in oc_means],
+            "multi_class_per_seed": [round(x, 2) for x in mc_means],
             "se_one_seed_multi_class": [round(x, 2) for x in ses],
             "gap_by_defect": {d: t_interval(v) for d, v in defect_gaps.items()},
         }
@@ -281,6 +283,38 @@ def summarize_gaps(out: Path) -> list[dict]:
             row["multi_class_minus_rd_multi_class"] = t_interval(vs_rd)
         rows.append(row)
     return rows
+
+
+def steps_effects(rows: list[dict]) -> list[dict]:
+    """For recipes that differ only in steps per class: how more training moves one-class RD, multi-class RD and
+    their gap — per seed (paired: the same seed at both step counts), then mean and 95% t interval."""
+    by_recipe = {}
+    for r in rows:
+        by_recipe.setdefault((r["k"], r["image_size"], r["batch"], r["model"]), []).append(r)
+    effects = []
+    for (k, size, _batch, model), rs in sorted(by_recipe.items()):
+        rs = sorted(rs, key=lambda r: r["steps_per_class"])
+        for lo, hi in zip(rs, rs[1:]):
+            seeds = [x for x in lo["seeds"] if x in hi["seeds"]]
+            if not seeds:
+                continue
+            d = {
+                key: [hi[key][hi["seeds"].index(x)] - lo[key][lo["seeds"].index(x)] for x in seeds]
+                for key in ("one_class_per_seed", "multi_class_per_seed", "gap_per_seed")
+            }
+            effects.append(
+                {
+                    "k": k,
+                    "model": model,
+                    "image_size": size,
+                    "steps_per_class": [lo["steps_per_class"], hi["steps_per_class"]],
+                    "seeds": seeds,
+                    "one_class_change": t_interval(d["one_class_per_seed"]),
+                    "multi_class_change": t_interval(d["multi_class_per_seed"]),
+                    "gap_change": t_interval(d["gap_per_seed"]),
+                }
+            )
+    return effects
 
 
 def _fmt(f: dict) -> str:
@@ -292,12 +326,13 @@ def _fmt(f: dict) -> str:
 
 def cmd_summary(a) -> None:
     rows = summarize_gaps(Path(a.out))
+    effects = steps_effects(rows)
     if a.write:  # the file notebook 1 and the README read: the rows plus how they were made
         roots = sorted(p.name for p in Path(a.out).glob("mini-test*"))
         doc = {
             "what": "one-class RD minus multi-class RD, mean image AUROC in points, paired by seed; "
             "mean and 95% Student-t interval over seeds",
-            "made_by": "python benchmarks/interference.py run --out OUT --factor curve,size,snl "
+            "made_by": f"python benchmarks/interference.py run --out OUT --factor {a.factors} "
             "(1 thread per job); python benchmarks/interference.py summary --out OUT --write FILE",
             "train_seconds_total": round(sum(s["train_seconds"] for s in collect(Path(a.out)).values())),
             "machine": a.machine,
@@ -307,10 +342,12 @@ def cmd_summary(a) -> None:
             "batch": 16,
             "rows": rows,
         }
+        if effects:
+            doc["steps_effects"] = effects
         Path(a.write).parent.mkdir(parents=True, exist_ok=True)
         Path(a.write).write_text(json.dumps(doc, indent=1) + "\n")
     if a.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"rows": rows, "steps_effects": effects}, indent=1))
         return
     print(
         "gap = one-class RD − multi-class RD, mean image AUROC points, mean [95% t interval] over seeds; "
@@ -329,6 +366,16 @@ def cmd_summary(a) -> None:
             f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | {vs} | "
             f"{max(r['se_one_seed_multi_class']):.2f} | {defects} |"
         )
+    if effects:
+        print("\nmore steps per class, paired by seed (points): change of one-class RD, of multi-class, of the gap")
+        print("| k | model | px | steps/class | seeds | one-class change | multi-class change | gap change |")
+        print("|---:|---|---:|---|---|---|---|---|")
+        for e in effects:
+            lo, hi = e["steps_per_class"]
+            print(
+                f"| {e['k']} | {e['model']} | {e['image_size']} | {lo} → {hi} | {e['seeds']} | "
+                f"{_fmt(e['one_class_change'])} | {_fmt(e['multi_class_change'])} | {_fmt(e['gap_change'])} |"
+            )
 
 
 def main(argv=None) -> None:
@@ -351,6 +398,7 @@ def main(argv=None) -> None:
     s.add_argument("--json", action="store_true")
     s.add_argument("--write", default=None, metavar="FILE", help="also write the rows and their provenance as JSON")
     s.add_argument("--machine", default="", help="with --write: where and how it ran, in words")
+    s.add_argument("--factors", default="curve,size,snl", help="with --write: the factors the runs were made with")
     a = p.parse_args(argv)
     {"run": cmd_run, "job": cmd_job, "summary": cmd_summary}[a.cmd](a)
 

@@ -304,3 +304,35 @@ def test_format_difference_marks_an_interval_that_contains_zero():
     assert format_difference(summarize([0.05, 0.06, 0.07])) == "+6.0 [+3.5, +8.5]"
     assert format_difference(summarize([-0.02, 0.01, 0.04])).endswith(" n.s.")
     assert "no interval" in format_difference(summarize([0.05])) and "n.s." not in format_difference(summarize([0.05]))
+
+
+def test_interference_steps_effect_pairs_each_seed_with_itself():
+    # benchmarks/interference.py: the change that more steps per class makes, seed by seed; a seed present at
+    # only one step count is left out, and a row of another recipe (here: 8 classes) is never paired
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "interference", Path(__file__).parents[1] / "benchmarks" / "interference.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("interference", mod)  # its dataclass looks its module up there
+    spec.loader.exec_module(mod)
+
+    def row(k, steps, seeds, oc, mc):
+        return {"k": k, "model": "rd", "image_size": 128, "batch": 16, "steps_per_class": steps, "seeds": seeds,
+                "one_class_per_seed": oc, "multi_class_per_seed": mc,
+                "gap_per_seed": [a - b for a, b in zip(oc, mc)]}  # fmt: skip
+
+    rows = [
+        row(4, 300, [2, 0, 1], [90.0, 80.0, 85.0], [80.0, 78.0, 81.0]),
+        row(4, 100, [0, 1, 2, 3], [79.0, 83.0, 86.0, 50.0], [77.0, 82.0, 84.0, 50.0]),
+        row(8, 100, [0, 1, 2], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]),
+    ]
+    (e,) = mod.steps_effects(rows)
+    assert e["k"] == 4 and e["steps_per_class"] == [100, 300] and e["seeds"] == [0, 1, 2]
+    assert e["one_class_change"]["mean"] == pytest.approx((1 + 2 + 4) / 3)  # seed 0: 80−79, 1: 85−83, 2: 90−86
+    assert e["multi_class_change"]["mean"] == pytest.approx((1 - 1 - 4) / 3)  # 78−77, 81−82, 80−84
+    assert e["gap_change"]["mean"] == pytest.approx((0 + 3 + 8) / 3)  # (2→2, 1→4, 2→10)
+    assert e["gap_change"]["n"] == 3
