@@ -53,7 +53,7 @@ def _blur_matrix(n: int, k: torch.Tensor, radius: int) -> torch.Tensor:
 class _Blur(torch.autograd.Function):
     """The blur with its gradient computed as the adjoint: forward Y = A_h X A_wᵀ (the convolutions above, so
     the same numbers as without gradient), backward dX = A_hᵀ dY A_w with two matrix products. Autograd's own
-    backward through the two padded 1-D convolutions was ~5× slower than their forward on CPU (the dual
+    backward through the two padded 1-D convolutions was ~3× slower than their forward on CPU (the dual
     student's map statistic trains through this)."""
 
     @staticmethod
