@@ -35,19 +35,22 @@ def _blur_kernel(sigma: float, h: int, w: int, like: torch.Tensor) -> tuple[torc
     return k / k.sum(), radius
 
 
+def _blur_rows(x: torch.Tensor, k: torch.Tensor, radius: int) -> torch.Tensor:
+    """The 1-D blur along the last axis: reflect padding, then the kernel."""
+    return F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+
+
 def _blur_conv(amap: torch.Tensor, k: torch.Tensor, radius: int) -> torch.Tensor:
-    x = F.pad(amap, (radius, radius, 0, 0), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    x = _blur_rows(amap, k, radius)
     x = F.pad(x, (0, 0, radius, radius), mode="reflect")
     return F.conv2d(x, k.view(1, 1, -1, 1))
 
 
 def _blur_matrix(n: int, k: torch.Tensor, radius: int) -> torch.Tensor:
-    """The 1-D blur along an axis of length `n` (reflect padding, then the kernel) as an `(n, n)` matrix A,
-    out = A @ in: column j is the blur of the unit vector e_j."""
+    """The 1-D blur along an axis of length `n` as an `(n, n)` matrix A, out = A @ in: column j is the blur of
+    the unit vector e_j."""
     eye = torch.eye(n, dtype=k.dtype, device=k.device).view(n, 1, 1, n)
-    rows = F.conv2d(F.pad(eye, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
-    return rows.view(n, n).t()
+    return _blur_rows(eye, k, radius).view(n, n).t()
 
 
 class _Blur(torch.autograd.Function):
@@ -80,9 +83,7 @@ def gaussian_blur(amap: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     if sigma <= 0:
         return amap
     k, radius = _blur_kernel(sigma, amap.shape[-2], amap.shape[-1], amap)
-    if torch.is_grad_enabled() and amap.requires_grad:
-        return _Blur.apply(amap, k, radius)
-    return _blur_conv(amap, k, radius)
+    return _Blur.apply(amap, k, radius)  # without gradient: just the forward convolutions
 
 
 def image_score(amap: torch.Tensor, mode: str = "max", top_frac: float = 0.01) -> torch.Tensor:
