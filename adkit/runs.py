@@ -117,6 +117,36 @@ class RunLock:
             self._fd = None
 
 
+def wait_while_locked(run: str | Path, say=None) -> bool:
+    """Block while another process trains into `run` (holds its lock); True if it had to wait.
+
+    `say(line)` is told once who holds it. Used by `cached_run`, so that two notebooks (or two test workers)
+    that need the same run train it once: the second waits, then loads what the first wrote. Ctrl-C stops
+    the wait. Without advisory locks (Windows) it returns at once."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    path = Path(run) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: it only tests that no trainer holds it
+            return False
+        except OSError:
+            pass
+        if say is not None:
+            holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
+            say(f"{Path(run)}: being trained by {holder} — waiting for it to finish, then loading it")
+        fcntl.flock(fd, fcntl.LOCK_SH)  # returns when the trainer's exclusive lock is gone
+        return True
+    finally:
+        os.close(fd)  # releases the shared lock
+
+
 def remove_temporary_files(run: str | Path) -> None:
     """Delete the temporary files a killed writer left (`.<name>.<random>.tmp`); call it holding the lock."""
     for folder in (Path(run), Path(run) / "models"):

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -424,11 +425,23 @@ def cached_run(cfg: TrainConfig, cache_dir: str | Path | None = None, progress: 
     """Train `cfg` once and reuse it: the run lives in `<cache>/<model>-<setting>-<key>`, key = hash of all settings.
 
     A cached run is exactly what `train(cfg, ...)` writes (same code, same seed), so notebooks can share
-    trained models; an interrupted one is resumed. Default cache: `$ADKIT_DATA/runs`.
+    trained models; an interrupted one is resumed. While another process trains the same run (a second
+    notebook, a parallel test worker) this waits for it and then loads its result instead of failing.
+    Default cache: `$ADKIT_DATA/runs`.
     """
     cache = Path(cache_dir) if cache_dir else data.data_root() / "runs"
     run = cache / f"{cfg.model.replace('+', '_')}-{cfg.setting}-{run_key(cfg)}"
-    return train(cfg, run, progress=progress)
+
+    def say(line: str) -> None:
+        if progress:
+            print(line, file=sys.stderr, flush=True)
+
+    while True:
+        runs.wait_while_locked(run, say)
+        try:
+            return train(cfg, run, progress=progress)
+        except runs.RunLocked:  # another process took the lock between the wait and `train`: wait again
+            continue
 
 
 # the run folder's readers, kept under their old names here (notebooks import them from adkit.train)

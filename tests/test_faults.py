@@ -316,6 +316,51 @@ def test_two_trainers_on_one_run_folder(tmp_path, mvtec_root, capsys):
     assert cli(capsys, *train_args(mvtec_root, out))[0] == 0  # released: the run trains
 
 
+def test_cached_run_waits_for_the_process_that_trains_it(tmp_path, mvtec_root, capsys):
+    """Two notebooks (or two test workers) that need the same cached run: the second waits for the first's
+    lock instead of failing, then goes on (here it trains, as the holder wrote nothing)."""
+    import threading
+
+    from adkit.config import TrainConfig
+    from adkit.train import cached_run, run_key
+
+    cfg = TrainConfig(data="mvtec", root=str(mvtec_root), model="rd", image_size=32, iters=2, batch_size=4)
+    cache = tmp_path / "runs"
+    run = cache / f"rd-{cfg.setting}-{run_key(cfg)}"
+    assert runs.wait_while_locked(run) is False  # no lock file: nothing to wait for
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from adkit import runs\nwith runs.RunLock({str(run)!r}):\n print('held', flush=True)\n input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    released = []
+    try:
+        assert holder.stdout.readline().strip() == "held"
+
+        def release():
+            released.append(True)
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+
+        timer = threading.Timer(1.0, release)
+        timer.start()
+        out = cached_run(cfg, cache, progress=True)
+        assert released, "cached_run went on while another process held the run"
+        timer.join()
+    finally:
+        holder.kill() if holder.poll() is None else None
+        holder.wait()
+    err = capsys.readouterr().err
+    assert f"being trained by pid {holder.pid}" in err and "waiting" in err, err
+    assert out == run and checkpoint.read_info(runs.checkpoint_path(run, "all"))["done"]
+    assert runs.wait_while_locked(run) is False  # released: no wait
+
+
 def test_eval_on_a_full_disk_prints_results_and_keeps_the_old_file(run, capsys, monkeypatch):
     assert cli(capsys, "eval", run, "--json")[0] == 0
     before = (run / "eval.json").read_bytes()

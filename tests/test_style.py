@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ["adkit", "tests", "benchmarks"]
+PATHS = ["adkit", "tests", "benchmarks", "conftest.py"]
 
 
 def _ruff(*args: str) -> subprocess.CompletedProcess:
