@@ -11,6 +11,7 @@ seed's mean has a small standard error (printed, from a bootstrap over test imag
 
     python benchmarks/interference.py run --out /tmp/curve --workers 2          # resumable; 1 thread per worker
     python benchmarks/interference.py run --out /tmp/curve --factor steps       # what else moves the gap
+    python benchmarks/interference.py run --out /tmp/curve --factor width       # the student's width
     python benchmarks/interference.py summary --out /tmp/curve [--json]
 
 `summary` gives, per (k, recipe), the paired gap per seed, its mean and a 95% Student-t interval over seeds,
@@ -57,11 +58,20 @@ class Job:
     batch: int
     seed: int
     model: str = "rd"
+    width: float | None = None  # RD's `width_mult` (bottleneck width = out/4 · width); None: the model's default
 
     @property
     def name(self) -> str:
         tag = ("oc" if self.setting == "one-class" else "mc") + ("" if self.model == "rd" else "-" + self.model)
-        return f"{tag.replace('+', '_')}-k{self.k}-S{self.steps}-px{self.size}-b{self.batch}-s{self.seed}"
+        wide = "" if self.width is None else f"-w{self.width:g}"
+        return f"{tag.replace('+', '_')}-k{self.k}-S{self.steps}-px{self.size}-b{self.batch}{wide}-s{self.seed}"
+
+    @property
+    def width_mult(self) -> float:
+        """The width the student is built with (the default spelled out, so that rows compare by value)."""
+        from adkit.models.rd import default_width_mult
+
+        return self.width if self.width is not None else default_width_mult("efficientnet_lite0")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -83,10 +93,16 @@ def plan(factor: str, seeds: list[int]) -> list[Job]:
         elif factor == "size":  # half the image side (a quarter of the compute), at 8 and 14 classes
             jobs.append(Job("one-class", 14, 100, 64, 16, s))
             jobs += [Job("multi-class", k, 100, 64, 16, s) for k in (8, 14)]
+        elif factor == "width":  # half and twice RD's default width (2 on this teacher), at notebook 1's four
+            # classes, against the default trained in the same call: does a student with more capacity, which
+            # can fit the normals better, make the one-class − multi-class gap appear?
+            for width in (1.0, None, 4.0):
+                jobs.append(Job("one-class", 4, 100, 128, 16, s, width=width))
+                jobs.append(Job("multi-class", 4, 100, 128, 16, s, width=width))
         elif factor == "snl":  # multi-class RD+SNL where the gap is largest: does it close it?
             jobs.append(Job("multi-class", 14, 100, 128, 16, s, "rd+snl"))
         else:
-            raise SystemExit(f"unknown factor {factor!r}: curve, steps, size, snl")
+            raise SystemExit(f"unknown factor {factor!r}: curve, steps, size, width, snl")
     return jobs
 
 
@@ -131,6 +147,7 @@ def run_job(job: Job, out: Path, root: Path) -> dict:
         iters=iters,
         batch_size=job.batch,
         seed=job.seed,
+        options={} if job.width is None else {"width_mult": job.width},
     )
     t0 = time.perf_counter()
     train(cfg, run, progress=False)
@@ -166,7 +183,7 @@ def cmd_run(a) -> None:
     jobs = [j for f in a.factor.split(",") for j in plan(f, seeds)]
     todo = [j for j in jobs if not (out / "runs" / j.name / "stats.json").exists()]
     # longest first, so the two workers finish together
-    todo.sort(key=lambda j: -j.steps * j.k * (j.size / 128) ** 2)
+    todo.sort(key=lambda j: -j.steps * j.k * (j.size / 128) ** 2 * j.width_mult)
     print(f"{len(jobs)} jobs, {len(todo)} to run, {a.workers} workers at {a.threads} thread(s) each", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     running: list[tuple[Job, subprocess.Popen, float]] = []
@@ -228,9 +245,9 @@ def summarize_gaps(out: Path) -> list[dict]:
     for s in stats.values():
         j = Job(**s["job"])
         if j.setting == "multi-class":
-            mcs.setdefault((j.k, j.steps, j.size, j.batch, j.model), []).append((j, s))
+            mcs.setdefault((j.k, j.steps, j.size, j.batch, j.model, j.width_mult), []).append((j, s))
     jobs = [Job(**s["job"]) for s in stats.values()]
-    for (k, steps, size, batch, model), items in sorted(mcs.items()):
+    for (k, steps, size, batch, model, width), items in sorted(mcs.items()):
         gaps, oc_means, mc_means, ses, defect_gaps, vs_rd = [], [], [], [], {}, []
         seeds = []
         for j, mc in sorted(items, key=lambda t: t[0].seed):
@@ -240,7 +257,7 @@ def summarize_gaps(out: Path) -> list[dict]:
                 for o in jobs
                 if o.setting == "one-class"
                 and o.model == "rd"
-                and (o.steps, o.size, o.batch, o.seed) == (steps, size, batch, j.seed)
+                and (o.steps, o.size, o.batch, o.seed, o.width_mult) == (steps, size, batch, j.seed, width)
                 and o.k >= k
             ]
             if not ocs:
@@ -253,7 +270,7 @@ def summarize_gaps(out: Path) -> list[dict]:
             mc_means.append(100 * mc_m)
             gaps.append(100 * (oc_m - mc_m))
             if model != "rd":  # paired against multi-class RD of the same seed and recipe
-                rd = Job("multi-class", k, steps, size, batch, j.seed).name
+                rd = Job("multi-class", k, steps, size, batch, j.seed, width=j.width).name
                 vs_rd.append(100 * (mc_m - mean_over(stats[rd], cls)) if rd in stats else float("nan"))
             # one seed's standard error of the multi-class mean, from the bootstrap over test images
             boots = np.mean([mc["classes"][c]["bootstrap"] for c in cls], axis=0)
@@ -269,6 +286,7 @@ def summarize_gaps(out: Path) -> list[dict]:
             "steps_per_class": steps,
             "image_size": size,
             "batch": batch,
+            "width_mult": width,
             "seeds": seeds,
             "one_class": t_interval(oc_means),
             "multi_class": t_interval(mc_means),
@@ -285,15 +303,24 @@ def summarize_gaps(out: Path) -> list[dict]:
     return rows
 
 
-def steps_effects(rows: list[dict]) -> list[dict]:
-    """For recipes that differ only in steps per class: how more training moves one-class RD, multi-class RD and
-    their gap — per seed (paired: the same seed at both step counts), then mean and 95% t interval."""
-    by_recipe = {}
+RECIPE = ("k", "model", "steps_per_class", "image_size", "batch", "width_mult")  # what a row's recipe is
+
+
+def factor_effects(rows: list[dict], factor: str) -> list[dict]:
+    """For rows whose recipes differ only in `factor` (a key of RECIPE): how each step up in it moves one-class
+    RD, multi-class RD and their gap — per seed (paired: the same seed at both values), then mean and 95% t
+    interval. Rows written before a key existed read as its default (width: RD's 2 on this teacher)."""
+    others = [key for key in RECIPE if key != factor]
+
+    def value(r, key):
+        return r.get(key, Job("one-class", 1, 1, 1, 1, 0).width_mult) if key == "width_mult" else r[key]
+
+    groups = {}
     for r in rows:
-        by_recipe.setdefault((r["k"], r["image_size"], r["batch"], r["model"]), []).append(r)
+        groups.setdefault(tuple(value(r, key) for key in others), []).append(r)
     effects = []
-    for (k, size, _batch, model), rs in sorted(by_recipe.items()):
-        rs = sorted(rs, key=lambda r: r["steps_per_class"])
+    for recipe, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        rs = sorted(rs, key=lambda r: value(r, factor))
         for lo, hi in zip(rs, rs[1:]):
             seeds = [x for x in lo["seeds"] if x in hi["seeds"]]
             if not seeds:
@@ -304,10 +331,8 @@ def steps_effects(rows: list[dict]) -> list[dict]:
             }
             effects.append(
                 {
-                    "k": k,
-                    "model": model,
-                    "image_size": size,
-                    "steps_per_class": [lo["steps_per_class"], hi["steps_per_class"]],
+                    **dict(zip(others, recipe)),
+                    factor: [value(lo, factor), value(hi, factor)],
                     "seeds": seeds,
                     "one_class_change": t_interval(d["one_class_per_seed"]),
                     "multi_class_change": t_interval(d["multi_class_per_seed"]),
@@ -315,6 +340,14 @@ def steps_effects(rows: list[dict]) -> list[dict]:
                 }
             )
     return effects
+
+
+def steps_effects(rows: list[dict]) -> list[dict]:
+    return factor_effects(rows, "steps_per_class")
+
+
+def width_effects(rows: list[dict]) -> list[dict]:
+    return factor_effects(rows, "width_mult")
 
 
 def _fmt(f: dict) -> str:
@@ -327,6 +360,7 @@ def _fmt(f: dict) -> str:
 def cmd_summary(a) -> None:
     rows = summarize_gaps(Path(a.out))
     effects = steps_effects(rows)
+    widths = width_effects(rows)
     if a.write:  # the file notebook 1 and the README read: the rows plus how they were made
         roots = sorted(p.name for p in Path(a.out).glob("mini-test*"))
         doc = {
@@ -344,36 +378,44 @@ def cmd_summary(a) -> None:
         }
         if effects:
             doc["steps_effects"] = effects
+        if widths:
+            doc["width_effects"] = widths
         Path(a.write).parent.mkdir(parents=True, exist_ok=True)
         Path(a.write).write_text(json.dumps(doc, indent=1) + "\n")
     if a.json:
-        print(json.dumps({"rows": rows, "steps_effects": effects}, indent=1))
+        print(json.dumps({"rows": rows, "steps_effects": effects, "width_effects": widths}, indent=1))
         return
     print(
         "gap = one-class RD − multi-class RD, mean image AUROC points, mean [95% t interval] over seeds; "
         "n.s.: the interval contains 0"
     )
     print(
-        "| k | multi-class model | steps/class | px | seeds | one-class RD | multi-class | gap | "
+        "| k | multi-class model | steps/class | px | width | seeds | one-class RD | multi-class | gap | "
         "multi-class − RD multi-class | SE one seed (MC) | gap by defect type |"
     )
-    print("|---:|---|---:|---:|---|---:|---:|---|---|---:|---|")
+    print("|---:|---|---:|---:|---:|---|---:|---:|---|---|---:|---|")
     for r in rows:
         defects = "; ".join(f"{d} {_fmt(f)}" for d, f in r["gap_by_defect"].items())
         vs = _fmt(r["multi_class_minus_rd_multi_class"]) if "multi_class_minus_rd_multi_class" in r else "—"
         print(
-            f"| {r['k']} | {r['model']} | {r['steps_per_class']} | {r['image_size']} | {r['seeds']} | "
+            f"| {r['k']} | {r['model']} | {r['steps_per_class']} | {r['image_size']} | {r.get('width_mult', 2):g} | "
+            f"{r['seeds']} | "
             f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | {vs} | "
             f"{max(r['se_one_seed_multi_class']):.2f} | {defects} |"
         )
-    if effects:
-        print("\nmore steps per class, paired by seed (points): change of one-class RD, of multi-class, of the gap")
-        print("| k | model | px | steps/class | seeds | one-class change | multi-class change | gap change |")
+    for title, factor, col, found in (
+        ("more steps per class", "steps_per_class", "steps/class", effects),
+        ("a wider student (RD's width_mult)", "width_mult", "width", widths),
+    ):
+        if not found:
+            continue
+        print(f"\n{title}, paired by seed (points): change of one-class RD, of multi-class, of the gap")
+        print(f"| k | model | px | {col} | seeds | one-class change | multi-class change | gap change |")
         print("|---:|---|---:|---|---|---|---|---|")
-        for e in effects:
-            lo, hi = e["steps_per_class"]
+        for e in found:
+            lo, hi = e[factor]
             print(
-                f"| {e['k']} | {e['model']} | {e['image_size']} | {lo} → {hi} | {e['seeds']} | "
+                f"| {e['k']} | {e['model']} | {e['image_size']} | {lo:g} → {hi:g} | {e['seeds']} | "
                 f"{_fmt(e['one_class_change'])} | {_fmt(e['multi_class_change'])} | {_fmt(e['gap_change'])} |"
             )
 
@@ -384,7 +426,7 @@ def main(argv=None) -> None:
     r = sub.add_parser("run")
     r.add_argument("--out", required=True)
     r.add_argument("--seeds", default="0,1,2")
-    r.add_argument("--factor", default="curve", help="comma-separated: curve, steps, size")
+    r.add_argument("--factor", default="curve", help="comma-separated: curve, steps, size, width, snl")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--test-good", type=int, default=60)

@@ -336,3 +336,16 @@ def test_interference_steps_effect_pairs_each_seed_with_itself():
     assert e["multi_class_change"]["mean"] == pytest.approx((1 - 1 - 4) / 3)  # 78−77, 81−82, 80−84
     assert e["gap_change"]["mean"] == pytest.approx((0 + 3 + 8) / 3)  # (2→2, 1→4, 2→10)
     assert e["gap_change"]["n"] == 3
+
+    # the width factor: rows without the key (written before it existed) are the default width, 2; a width row
+    # pairs with the default of the same recipe and never enters the steps comparison
+    wide = dict(row(4, 100, [0, 1, 2], [81.0, 84.0, 90.0], [70.0, 84.0, 80.0]), width_mult=4.0)
+    narrow = dict(row(4, 100, [0, 1, 2], [75.0, 80.0, 85.0], [75.0, 80.0, 85.0]), width_mult=1.0)
+    rows += [wide, narrow]
+    (e,) = mod.steps_effects(rows)
+    assert e["width_mult"] == 2 and e["steps_per_class"] == [100, 300] and e["seeds"] == [0, 1, 2]
+    lo, hi = mod.width_effects(rows)
+    assert lo["width_mult"] == [1.0, 2] and hi["width_mult"] == [2, 4.0] and hi["steps_per_class"] == 100
+    assert hi["one_class_change"]["mean"] == pytest.approx((2 + 1 + 4) / 3)  # 81−79, 84−83, 90−86
+    assert hi["gap_change"]["mean"] == pytest.approx((9 + -1 + 8) / 3)  # gaps 2, 1, 2 → 11, 0, 10
+    assert lo["gap_change"]["mean"] == pytest.approx((2 + 1 + 2) / 3)  # gaps 0, 0, 0 → 2, 1, 2
