@@ -120,11 +120,33 @@ def synthetic_defects(
     }
 
 
+def semantic_set(normals: torch.Tensor, anomalies: torch.Tensor, group: str = "semantic") -> dict:
+    """A validation set of semantic anomalies, in `synthetic_defects`' form: `normals` `(N,3,H,W)` of the classes a
+    model was trained on (label 0) against whole images of a class it never saw, `anomalies` `(M,3,H,W)` (label
+    1, defect "unseen class", an all-zero mask: the whole image is the anomaly, there is no region to find). One
+    group, so that one AUROC compares every normal with every foreign image. Made from training images only
+    when the foreign class is a normal class held out of training (`benchmarks/dual_semantic_validation.py`);
+    our construction, in the spirit of the leave-one-class-out protocol of semantic anomaly detection."""
+    if len(normals) == 0 or len(anomalies) == 0:
+        raise ValueError(f"need normals and anomalies, got {len(normals)} and {len(anomalies)}")
+    if normals.shape[1:] != anomalies.shape[1:]:
+        raise ValueError(f"normals {tuple(normals.shape[1:])} and anomalies {tuple(anomalies.shape[1:])} differ")
+    n, m = len(normals), len(anomalies)
+    return {
+        "image": torch.cat([normals, anomalies]),
+        "mask": torch.zeros(n + m, 1, *normals.shape[-2:]),
+        "label": torch.tensor([0] * n + [1] * m),
+        "defect": ["good"] * n + ["unseen class"] * m,
+        "cls": [group] * (n + m),
+    }
+
+
 def held_out(cfg, holdout: float) -> dict:
     """The training normals of a run trained with `calib_holdout=holdout`, split as its training split them
     (`adkit.train.holdout_split` with the run's seed): {"images": all of them `(N,3,H,W)`, "fit": the indices
     trained on, "cal": the first half of the held-out ones (to calibrate), "val": `synthetic_defects` of the
-    other half (seeded with the run's seed)}. `cfg` is the run's `TrainConfig`."""
+    other half (seeded with the run's seed; its clean copies, label 0, come first)}. `cfg` is the run's
+    `TrainConfig`."""
     from . import data
     from .train import holdout_split
 
@@ -152,4 +174,4 @@ def by_class(pred: dict[str, np.ndarray], val: dict) -> dict[str, dict]:
     }
 
 
-__all__ = ["FAMILIES", "by_class", "damage", "held_out", "region_mask", "synthetic_defects"]
+__all__ = ["FAMILIES", "by_class", "damage", "held_out", "region_mask", "semantic_set", "synthetic_defects"]

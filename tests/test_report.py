@@ -349,3 +349,29 @@ def test_interference_steps_effect_pairs_each_seed_with_itself():
     assert hi["one_class_change"]["mean"] == pytest.approx((2 + 1 + 4) / 3)  # 81−79, 84−83, 90−86
     assert hi["gap_change"]["mean"] == pytest.approx((9 + -1 + 8) / 3)  # gaps 2, 1, 2 → 11, 0, 10
     assert lo["gap_change"]["mean"] == pytest.approx((2 + 1 + 2) / 3)  # gaps 0, 0, 0 → 2, 1, 2
+
+
+def test_dual_semantic_validation_averages_folds_within_a_seed_and_both_splits():
+    # benchmarks/dual_semantic_validation.py: a seed's value is the mean over its folds; "both" is the mean of
+    # the synthetic-defect and the semantic AUROC, variant by variant
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    try:
+        import dual_semantic_validation as mod
+    finally:
+        sys.path.pop(0)
+
+    def variant(x):
+        return {k: x + i / 10 for i, k in enumerate(mod.SCORES)}
+
+    def row(fold, seed, syn, sem):
+        return {"fold": fold, "seed": seed, "synthetic": {"v": variant(syn)}, "semantic": {"v": variant(sem)}}
+
+    rows = [row("grass", 0, 0.8, 0.6), row("cameraman", 0, 0.6, 0.4), row("grass", 1, 0.9, 0.5)]
+    out = mod.per_seed(rows)
+    assert sorted(out) == [0, 1]
+    assert out[0]["synthetic"]["v"]["local"] == pytest.approx(0.7) and out[0]["semantic"]["v"]["local"] == 0.5
+    assert out[0]["both"]["v"]["local"] == pytest.approx(0.6)
+    assert out[1]["both"]["v"]["noisy_or"] == pytest.approx((0.9 + 0.5) / 2 + 0.3)  # noisy_or is SCORES[3]

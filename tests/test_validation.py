@@ -81,3 +81,26 @@ def test_held_out_splits_the_training_normals_as_training_did(mvtec_root):
     assert len(split["val"]["label"]) == len(val_idx) * (1 + len(validation.FAMILIES))
     assert torch.equal(split["val"]["image"][: len(val_idx)], split["images"][val_idx])  # the clean copies
     assert sorted(torch.cat([fit, split["cal"], val_idx]).tolist()) == list(range(n))
+
+
+def test_semantic_set_puts_every_normal_against_every_foreign_image():
+    import numpy as np
+
+    from adkit.evaluate import score_sets
+
+    normals, foreign = _images(3), _images(5)[3:] * 0.5
+    val = validation.semantic_set(normals, foreign)
+    assert val["label"].tolist() == [0, 0, 0, 1, 1] and torch.equal(val["image"][3:], foreign)
+    assert val["defect"] == ["good"] * 3 + ["unseen class"] * 2 and set(val["cls"]) == {"semantic"}
+    assert not val["mask"].any()
+    # one group, one AUROC over all 6 (normal, foreign) pairs: both foreign images above every normal: 1.0;
+    # one of them below every normal: 3 of 6 pairs right, 0.5
+    good = validation.by_class({"score": np.array([0.1, 0.2, 0.3, 0.9, 0.8])}, val)
+    half = validation.by_class({"score": np.array([0.1, 0.2, 0.3, 0.9, 0.0])}, val)
+    assert list(good) == ["semantic"]
+    assert score_sets(good, None, "score")["mean"]["image_auroc"] == pytest.approx(1.0)
+    assert score_sets(half, None, "score")["mean"]["image_auroc"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="need normals and anomalies"):
+        validation.semantic_set(normals, foreign[:0])
+    with pytest.raises(ValueError, match="differ"):
+        validation.semantic_set(normals, torch.zeros(1, 3, 16, 16))
