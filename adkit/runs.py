@@ -25,6 +25,7 @@ from .errors import RunLocked, SettingsError, UsageError
 SETTINGS_FILE = "settings.json"
 RESULTS_FILE = "eval.json"
 LOCK_FILE = ".lock"
+LOCK_TRIES = 10  # RunLock: attempts 50 ms apart before a run counts as taken
 
 
 def model_names(cfg: TrainConfig, classes: list[str]) -> list[str]:
@@ -94,9 +95,16 @@ class RunLock:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        # a process in `wait_while_locked` holds a shared lock for an instant when it is let through: retry for
+        # half a second before calling the run taken (a trainer holds it for minutes)
+        for attempt in range(LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt < LOCK_TRIES - 1:
+                    time.sleep(0.05)
+        else:
             try:
                 holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
             finally:

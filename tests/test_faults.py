@@ -316,6 +316,32 @@ def test_two_trainers_on_one_run_folder(tmp_path, mvtec_root, capsys):
     assert cli(capsys, *train_args(mvtec_root, out))[0] == 0  # released: the run trains
 
 
+def test_a_waiter_let_through_for_an_instant_does_not_make_a_trainer_fail(tmp_path):
+    """`wait_while_locked` holds a shared lock for an instant; a trainer that arrives then retries for half a
+    second instead of calling the run taken. A lock held longer than that still refuses it."""
+    import fcntl
+    import threading
+    import time
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / runs.LOCK_FILE).touch()
+    fd = os.open(run / runs.LOCK_FILE, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        threading.Timer(0.15, lambda: fcntl.flock(fd, fcntl.LOCK_UN)).start()
+        with runs.RunLock(run):  # acquired once the shared lock is gone
+            pass
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        t0 = time.monotonic()
+        with pytest.raises(runs.RunLocked, match="in use by"):
+            with runs.RunLock(run):
+                pass
+        assert time.monotonic() - t0 >= 0.05 * (runs.LOCK_TRIES - 1)  # it did retry before giving up
+    finally:
+        os.close(fd)
+
+
 def test_cached_run_waits_for_the_process_that_trains_it(tmp_path, mvtec_root, capsys):
     """Two notebooks (or two test workers) that need the same cached run: the second waits for the first's
     lock instead of failing, then goes on (here it trains, as the holder wrote nothing)."""
