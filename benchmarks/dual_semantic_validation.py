@@ -34,7 +34,7 @@ import json
 import sys
 from pathlib import Path
 
-from dual_validation import DEFAULT, HOLDOUT, SCORES  # benchmarks/ is on the path (the script's folder)
+from dual_validation import HOLDOUT, SCORES, variant_table  # benchmarks/ is on the path (the script's folder)
 from dual_validation import config as industrial_config
 
 TASKS = {  # normal classes, default folds
@@ -115,8 +115,6 @@ def per_seed(rows: list[dict]) -> dict:
 
 
 def summary(cache: str, task: str, json_out: str | None) -> dict:
-    from adkit.report import format_difference, format_figure, summarize
-
     files = sorted(Path(cache).glob(f"rows-{task}-*.jsonl"))
     rows = [json.loads(x) for p in files for x in p.read_text().splitlines()]
     if not rows:
@@ -129,22 +127,10 @@ def summary(cache: str, task: str, json_out: str | None) -> dict:
         f"{task}: folds held out {', '.join(folds)}; seeds {complete}; "
         "image AUROC in %, mean [95% t interval] over seeds"
     )
-    table: dict = {}
+    table = {}
     for split in SPLITS:
         print(f"\n{split}\n")
-        print("| link, calibration | " + " | ".join(SCORES) + " | noisy_or − local | noisy_or − default |")
-        print("|---|" + "---:|" * (len(SCORES) + 2))
-        for variant in seeds[complete[0]][split]:
-            v = {k: [seeds[s][split][variant][k] for s in complete] for k in SCORES}
-            fig = {k: summarize(x) for k, x in v.items()}
-            fig["noisy_or − local"] = summarize([a - b for a, b in zip(v["noisy_or"], v["local"])])
-            fig["noisy_or − default"] = summarize(
-                [a - seeds[s][split][DEFAULT]["noisy_or"] for a, s in zip(v["noisy_or"], complete)]
-            )
-            table.setdefault(split, {})[variant] = fig
-            cells = [format_figure(fig[k]) for k in SCORES]
-            cells += [format_difference(fig["noisy_or − local"]), format_difference(fig["noisy_or − default"])]
-            print(f"| {variant} | " + " | ".join(cells) + " |")
+        table[split] = variant_table({s: seeds[s][split] for s in complete})
     if json_out:
         doc = {
             "task": task,

@@ -83,33 +83,38 @@ def run(cache: str) -> None:
             print(json.dumps(row), flush=True)
 
 
-def summary(cache: str, json_out: str | None) -> dict:
+def variant_table(by_seed: dict) -> dict:
+    """Print one markdown table of variants over seeds and return its figures: `by_seed` is `{seed: {variant:
+    {score: AUROC}}}`; per variant, each score's mean and 95% t interval, the paired Noisy-OR − local branch and
+    the paired Noisy-OR − the default variant (DEFAULT). Also used by `dual_semantic_validation.py`."""
     from adkit.report import format_difference, format_figure, summarize
 
+    seeds = sorted(by_seed)
+    table = {}
+    print("| link, calibration | " + " | ".join(SCORES) + " | noisy_or − local | noisy_or − default |")
+    print("|---|" + "---:|" * (len(SCORES) + 2))
+    for variant in by_seed[seeds[0]]:
+        v = {k: [by_seed[s][variant][k] for s in seeds] for k in SCORES}
+        fig = {k: summarize(x) for k, x in v.items()}
+        fig["noisy_or − local"] = summarize([a - b for a, b in zip(v["noisy_or"], v["local"])])
+        fig["noisy_or − default"] = summarize(
+            [a - by_seed[s][DEFAULT]["noisy_or"] for a, s in zip(v["noisy_or"], seeds)]
+        )
+        table[variant] = fig
+        cells = [format_figure(fig[k]) for k in SCORES]
+        cells += [format_difference(fig["noisy_or − local"]), format_difference(fig["noisy_or − default"])]
+        print(f"| {variant} | " + " | ".join(cells) + " |")
+    return table
+
+
+def summary(cache: str, json_out: str | None) -> dict:
     rows = {r["seed"]: r for r in map(json.loads, (Path(cache) / "rows.jsonl").read_text().splitlines())}
     seeds = sorted(rows)
-
-    def fmt(f: dict, signed: bool = False) -> str:
-        return format_difference(f) if signed else format_figure(f)
-
     table = {}
     print(f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); image AUROC in %, mean [95% t interval]")
     for split in ("validation", "test"):
         print(f"\n{split}{' (not used for the choice)' if split == 'test' else ''}\n")
-        print("| link, calibration | " + " | ".join(SCORES) + " | noisy_or − local | noisy_or − default |")
-        print("|---|" + "---:|" * (len(SCORES) + 2))
-        for variant in rows[seeds[0]][split]:
-            v = {k: [rows[s][split][variant][k] for s in seeds] for k in SCORES}
-            fig = {k: summarize(x) for k, x in v.items()}
-            fig["noisy_or − local"] = summarize([a - b for a, b in zip(v["noisy_or"], v["local"])])
-            fig["noisy_or − default"] = summarize(
-                [a - rows[s][split][DEFAULT]["noisy_or"] for a, s in zip(v["noisy_or"], seeds)]
-            )
-            table.setdefault(split, {})[variant] = fig
-            print(
-                f"| {variant} | " + " | ".join(fmt(fig[k]) for k in SCORES)
-                + f" | {fmt(fig['noisy_or − local'], True)} | {fmt(fig['noisy_or − default'], True)} |"
-            )  # fmt: skip
+        table[split] = variant_table({s: rows[s][split] for s in seeds})
     if json_out:
         Path(json_out).write_text(json.dumps({"seeds": seeds, "holdout": HOLDOUT, "table": table}, indent=1) + "\n")
     return table

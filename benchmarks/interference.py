@@ -49,6 +49,13 @@ ORDER = (
 KS = (2, 4, 8, 14)
 
 
+def default_width() -> float:
+    """RD's default `width_mult` on the studies' teacher (rows written before the width factor have it)."""
+    from adkit.models.rd import default_width_mult
+
+    return default_width_mult("efficientnet_lite0")
+
+
 @dataclass(frozen=True)
 class Job:
     setting: str  # "one-class" | "multi-class"
@@ -69,9 +76,7 @@ class Job:
     @property
     def width_mult(self) -> float:
         """The width the student is built with (the default spelled out, so that rows compare by value)."""
-        from adkit.models.rd import default_width_mult
-
-        return self.width if self.width is not None else default_width_mult("efficientnet_lite0")
+        return self.width if self.width is not None else default_width()
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -313,7 +318,7 @@ def factor_effects(rows: list[dict], factor: str) -> list[dict]:
     others = [key for key in RECIPE if key != factor]
 
     def value(r, key):
-        return r.get(key, Job("one-class", 1, 1, 1, 1, 0).width_mult) if key == "width_mult" else r[key]
+        return r.get(key, default_width()) if key == "width_mult" else r[key]
 
     groups = {}
     for r in rows:
@@ -398,8 +403,8 @@ def cmd_summary(a) -> None:
         defects = "; ".join(f"{d} {_fmt(f)}" for d, f in r["gap_by_defect"].items())
         vs = _fmt(r["multi_class_minus_rd_multi_class"]) if "multi_class_minus_rd_multi_class" in r else "—"
         print(
-            f"| {r['k']} | {r['model']} | {r['steps_per_class']} | {r['image_size']} | {r.get('width_mult', 2):g} | "
-            f"{r['seeds']} | "
+            f"| {r['k']} | {r['model']} | {r['steps_per_class']} | {r['image_size']} | "
+            f"{r.get('width_mult', default_width()):g} | {r['seeds']} | "
             f"{r['one_class']['mean']:.1f} | {r['multi_class']['mean']:.1f} | {_fmt(r['gap'])} | {vs} | "
             f"{max(r['se_one_seed_multi_class']):.2f} | {defects} |"
         )
