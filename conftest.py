@@ -11,9 +11,9 @@ would spin against each other. `ADKIT_TEST_THREADS` chooses another count; `-n 0
 
 The longest chains go first (`pytest_collection_modifyitems`, with `--no-loadscope-reorder`): the browser test
 (every notebook in JupyterLab) on one worker; on the other notebook 4 (it trains in front of you, needing no
-other notebook's runs), then notebook 5 (the dual student: its own runs, and it shares RD's with notebook 1);
-notebook 6 is queued behind the browser test, since it only reuses notebook 1's run. The rest follows as the
-workers come free.
+other notebook's runs), then notebook 5 (the dual student on mini: its own run, and it shares RD's with
+notebook 1); notebooks 7 (it only reuses notebook 1's run) and 6 (the dual student and RD on digits, shared with
+no other notebook) are queued next. The rest follows as the workers come free.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ MAX_WORKERS = 2  # a third lane mostly waits for the notebooks' shared runs; `-n
 FIRST = (  # see the docstring: xdist hands out these files in this order, then the rest as collected
     "tests/test_browser.py",
     "notebooks/04_training_start_to_finish.ipynb",
-    "notebooks/06_your_own_images.ipynb",
     "notebooks/05_generalist_dual_student.ipynb",
+    "notebooks/07_your_own_images.ipynb",
+    "notebooks/06_semantic_anomalies_on_digits.ipynb",
 )
 
 

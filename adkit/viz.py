@@ -177,13 +177,19 @@ def noisy_or_plane(
     levels: tuple[float, ...] = (0.5, 0.75, 0.9, 0.99),
 ):
     """The dual student's two probabilities as a point per image, `(p_local, p_semantic)` per group, over
-    the contours of their Noisy-OR `P = 1 − (1 − p_local)(1 − p_semantic)`."""
+    the contours of their Noisy-OR `P = 1 − (1 − p_local)(1 − p_semantic)`. The contour labels sit on the
+    square's left side (where `p_local` is small and few points fall), on a white ground, and the legend
+    outside the axes, so neither covers a point or is cut by the square's edge."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(3.8, 3.6))
+        _, ax = plt.subplots(figsize=(5.6, 4.0))
     g = np.linspace(0, 1, 201)
     px, py = np.meshgrid(g, g)
     cs = ax.contour(px, py, 1 - (1 - px) * (1 - py), levels=list(levels), colors="gray", linewidths=0.8)
-    ax.clabel(cs, fmt=lambda v: f"P={v:g}", fontsize=7)
+    # on the contour P = v, the point at p_local = 0.08 has p_semantic = 1 − (1 − v)/0.92
+    spots = [(0.08, 1 - (1 - v) / 0.92) for v in levels]
+    for t in ax.clabel(cs, fmt=lambda v: f"P={v:g}", fontsize=7, inline=False, manual=spots):
+        top = t.get_position()[1] > 0.95
+        t.set(rotation=0, va="top" if top else "center", bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
     for name, (p_local, p_semantic) in groups.items():
         ax.scatter(p_local, p_semantic, s=10, alpha=0.6, label=name)
     ax.set_xlim(0, 1)
@@ -191,7 +197,7 @@ def noisy_or_plane(
     ax.set_xlabel("p_local (E–D student)")
     ax.set_ylabel("p_semantic (E–E student)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
     return ax
 
 

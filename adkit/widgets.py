@@ -255,7 +255,7 @@ def probe_explorer(
     return W.VBox(boxes + [out])
 
 
-# -- failure analysis at a threshold (notebook 6) -------------------------------------------------------
+# -- failure analysis at a threshold (notebook 7) -------------------------------------------------------
 def threshold_figures(
     preds: dict[str, dict],
     images: dict[str, np.ndarray],

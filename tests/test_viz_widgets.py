@@ -151,7 +151,13 @@ def test_noisy_or_plane_draws_each_group_over_the_fused_contours():
     assert [len(o) for o in offsets] == [5, 3]
     assert np.allclose(offsets[0][:, 0], groups["normal"][0]) and np.allclose(offsets[1][:, 1], groups["anomaly"][1])
     labels = sorted(t.get_text() for t in ax.texts)
-    assert labels and set(labels) <= {"P=0.5", "P=0.9"}  # the contour labels are the fused probability
+    assert labels == ["P=0.5", "P=0.9"]  # one label per contour: the fused probability
+    for t in ax.texts:  # on its contour, at p_local = 0.08, inside the square
+        x, y = t.get_position()
+        v = float(t.get_text()[2:])
+        assert x == pytest.approx(0.08) and 1 - (1 - x) * (1 - y) == pytest.approx(v) and 0 < y < 1
+    anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+    assert anchor.x0 > 1  # the legend sits right of the axes, over no point
     plt.close("all")
 
 
