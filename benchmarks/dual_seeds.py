@@ -1,10 +1,10 @@
-"""Notebook 5's dual-student comparisons over seeds 0-2 (README, "The dual student"): image AUROC of each branch,
-the sum and the Noisy-OR, and multi-class RD, on mini (notebook 5's industrial recipe) and digits (its semantic
-recipe); then the paired differences with 95% Student-t intervals (`adkit.report.summarize`).
+"""Notebooks 5 and 6's dual-student comparisons over seeds 0-2 (README, "The dual student"): image AUROC of each
+branch, the sum and the Noisy-OR, and multi-class RD, on mini (notebook 5's industrial recipe) and digits (notebook
+6's recipe); then the paired differences with 95% Student-t intervals (`adkit.report.summarize`).
 
     ADKIT_DATA=data python benchmarks/dual_seeds.py            # trains what the cache (data/runs) lacks
 
-Runs go through `cached_run`, so notebook 5's seed-0 runs are reused. Prints one JSON line per run, then the table.
+Runs go through `cached_run`, so the notebooks' seed-0 runs are reused. Prints one JSON line per run, then the table.
 """
 
 from __future__ import annotations

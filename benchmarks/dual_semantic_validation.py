@@ -12,7 +12,7 @@ touching any test set (our construction, `adkit.validation.semantic_set`):
 * "semantic": the same held-out normals (clean) against every training image of the held-out class, one AUROC;
 * "both": the mean of the two, the criterion a default should be chosen on when both kinds of anomaly matter.
 
-Tasks: `digits` (notebook 5's semantic task: normal digits 0–4, 32 px, batch 16, 300 steps; folds: digit 1 and
+Tasks: `digits` (notebook 6's task: normal digits 0–4, 32 px, batch 16, 300 steps; folds: digit 1 and
 digit 3 held out) and `mini` (the industrial task: brick, grass, cat, cameraman, 128 px, batch 8, 100 steps per
 class; folds cameraman and grass). On mini the semantic set is no test at all: each mini class is cut from one
 photograph, so a held-out class differs from the others in every patch and every score separates it perfectly
@@ -50,7 +50,7 @@ def config(task: str, fold: str, seed: int):
 
     kept = tuple(c for c in TASKS[task][0] if c != fold)
     cfg = industrial_config(seed)  # mini, 128 px, batch 8, calib_holdout=HOLDOUT
-    if task == "digits":  # notebook 5's semantic recipe
+    if task == "digits":  # notebook 6's recipe
         return dataclasses.replace(cfg, data="digits", classes=kept, image_size=32, iters=300, batch_size=16)
     return dataclasses.replace(cfg, classes=kept, iters=100 * len(kept))
 
