@@ -348,3 +348,51 @@ def test_noisy_or_score_ranks_as_p_and_keeps_order_where_p_rounds_to_one(teacher
     far = {"local": torch.full((5,), 0.3), "semantic": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])}
     out = m.fused_scores(far)
     assert bool((out["p_noisy_or"] == 1).all()) and bool((out["score_noisy_or"].diff() > 0).all())
+
+
+def test_calibration_chosen_on_the_runs_own_validation_data(teacher):
+    """`calib_choice="validation"`: fit passes held-out and as many fitted normals; the run keeps the candidate
+    set whose calibration gives the higher AUROC of the main score on synthetic defects of the other held-out
+    half — recomputed here from the same images, candidate by candidate."""
+    from sklearn.metrics import roc_auc_score
+
+    from adkit.models.dual import CALIB_SETS
+    from adkit.train import holdout_split
+    from adkit.validation import synthetic_defects
+
+    with pytest.raises(ValueError, match="calib_holdout > 0"):
+        models.create("dual", teacher=teacher, calib_choice="validation")
+    with pytest.raises(ValueError, match="calib_choice"):
+        models.create("dual", teacher=teacher, calib_holdout=0.4, calib_choice="test set")
+    torch.manual_seed(0)
+    m = models.create("dual", teacher=teacher, calib_holdout=0.5, calib_choice="validation")
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(1, 3, 32, 32, generator=g) * 0.5 + 0.25 + 0.1 * torch.rand(16, 3, 32, 32, generator=g)).clamp(0, 1)
+    fit(m, x, iters=6, batch_size=4, seed=2, progress=False)
+    after_fit = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(("tau_", "mean_", "std_"))}
+    assert int(m.calib_chosen) in (0, 1) and bool(torch.isfinite(m.calib_val_auroc).all())
+    # the same sets, rebuilt: held-out halves, and as many fitted normals drawn as fit draws them
+    fit_idx, cal_idx = holdout_split(16, 0.5, 2)
+    pick = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(2))[: len(cal_idx)]
+    held, fitted = x[cal_idx], x[fit_idx[pick.sort().values]]
+    half = len(held) // 2
+    val = synthetic_defects(held[half:], ["val"] * (len(held) - half), seed=0)
+    raw_val = m.raw_scores_of(val["image"])
+    want, taus = [], {}
+    for name, imgs in zip(CALIB_SETS, (fitted[:half], held[:half])):
+        m.calibrate_from(m.raw_scores_of(imgs))
+        taus[name] = float(m.tau_local), float(m.tau_semantic)
+        want.append(roc_auc_score(val["label"].numpy(), m.fused_scores(raw_val)[m.main_score].double().numpy()))
+    assert m.calib_val_auroc.tolist() == pytest.approx(want, abs=1e-6)
+    best = CALIB_SETS[int(want[1] > want[0])]
+    assert CALIB_SETS[int(m.calib_chosen)] == best
+    # fit stored the winner's calibration (fit scores in channels-last layout: equal up to rounding), not the
+    # other candidate's; choosing again from the same images gives the same state
+    other = CALIB_SETS[1 - CALIB_SETS.index(best)]
+    assert max(abs(a / b - 1) for a, b in zip(taus[best], taus[other])) > 1e-2  # the candidates differ
+    assert (float(after_fit["tau_local"]), float(after_fit["tau_semantic"])) == pytest.approx(taus[best], rel=1e-3)
+    m.calibrate(held, fitted=(fitted, None))
+    again = {k: v for k, v in m.state_dict().items() if k in after_fit}
+    assert all(torch.allclose(after_fit[k], v, rtol=1e-2) for k, v in again.items())  # std: a small spread
+    with pytest.raises(ValueError, match="fitted normals too"):
+        m.calibrate(held)

@@ -44,6 +44,8 @@ FUSIONS = ("noisy_or", "sum", "local", "semantic")
 GLOBAL_TOKENS = (None, "cls", "mean")
 LOCAL_TRAIN = ("flat", "map")
 BRANCHES = ("local", "semantic")
+CALIB_CHOICES = (None, "validation")
+CALIB_SETS = ("fitted", "held-out")  # the value of the buffer `calib_chosen` indexes this
 SCALE_FLOOR = 1e-6
 
 
@@ -77,6 +79,12 @@ class DualConfig:
     # the students trained on the map statistic, calibrating on fitted normals lifted the validation Noisy-OR by
     # +8.6 [+1.4, +15.8] points over held-out ones (benchmarks/dual_validation.py, 3 seeds, logistic link)
     calib_holdout: float = 0.0
+    # which normals calibrate: None, as `calib_holdout` says (held-out ones where it is > 0, else the fitted ones);
+    # "validation" (needs `calib_holdout` > 0; our construction, an option, not the default): half of the held-out
+    # normals become synthetic-defect validation data (`adkit.validation.synthetic_defects`), and the run keeps
+    # whichever set gives the higher validation AUROC of its main score: the other half of the held-out normals,
+    # or as many of the fitted ones (ties: the fitted ones). The choice and both AUROCs are stored with the run
+    calib_choice: str | None = None
     tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
     # s_D in the training objective: "map", the test-time s_D itself (`score` of the blurred local map: the mean
     # of its top 1%), so that s_D is the same statistic in training and at test time; "flat", the flattened
@@ -201,6 +209,10 @@ class DualStudent(ADModel):
             raise ValueError(f"local_train must be one of {LOCAL_TRAIN}, got {c.local_train!r}")
         if not 0 <= c.calib_holdout < 1:
             raise ValueError(f"calib_holdout must be in [0, 1), got {c.calib_holdout}")
+        if c.calib_choice not in CALIB_CHOICES:
+            raise ValueError(f"calib_choice must be one of {CALIB_CHOICES}, got {c.calib_choice!r}")
+        if c.calib_choice == "validation" and c.calib_holdout <= 0:
+            raise ValueError("calib_choice='validation' needs held-out normals: set calib_holdout > 0 (e.g. 0.4)")
         self.global_token = global_token(teacher, c)
         teacher = self.teacher = input_teacher(teacher, c)
         n = len(teacher.channels)
@@ -225,10 +237,19 @@ class DualStudent(ADModel):
             self.register_buffer(f"tau_{b}", torch.tensor(1.0))
             self.register_buffer(f"mean_{b}", torch.tensor(0.0))
             self.register_buffer(f"std_{b}", torch.tensor(1.0))
+        if c.calib_choice == "validation":  # what the choice saw: validation AUROC per candidate set, and the winner
+            self.register_buffer("calib_val_auroc", torch.full((len(CALIB_SETS),), float("nan")))
+            self.register_buffer("calib_chosen", torch.tensor(-1))
 
     @property
     def calibration_holdout(self) -> float:
         return self.config.calib_holdout
+
+    @property
+    def calibration_needs_fitted(self) -> bool:
+        """Whether `calibrate` also wants fitted normals (`calib_choice="validation"`): `train.fit` then passes
+        as many of them as it holds out, drawn at random."""
+        return self.config.calib_choice == "validation"
 
     @property
     def main_score(self) -> str:
@@ -326,10 +347,68 @@ class DualStudent(ADModel):
         return {b: torch.cat([r[b] for r in rows]) for b in BRANCHES}
 
     @torch.no_grad()
-    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32) -> None:
+    def calibrate(
+        self,
+        xs: torch.Tensor,
+        t_feats: list[torch.Tensor] | None = None,
+        batch_size: int = 32,
+        fitted: tuple[torch.Tensor, list[torch.Tensor] | None] | None = None,
+    ) -> None:
         """Per branch, on training normals (the held-out ones where `calib_holdout` > 0): τ = s_q / ln 2
-        (q = `tau_quantile`), mean and std of the score."""
+        (q = `tau_quantile`), mean and std of the score. With `calib_choice="validation"`, `xs` are the held-out
+        normals and `fitted` `(images, teacher features or None)` fitted ones: see `choose_calibration`."""
+        if self.config.calib_choice == "validation":
+            if fitted is None:
+                raise ValueError("calib_choice='validation': calibrate needs fitted normals too (fitted=...)")
+            self.choose_calibration(xs, t_feats, *fitted, batch_size=batch_size)
+            return
         self.calibrate_from(self.raw_scores_of(xs, t_feats, batch_size))
+
+    @torch.no_grad()
+    def choose_calibration(
+        self,
+        held: torch.Tensor,
+        held_feats: list[torch.Tensor] | None,
+        fitted: torch.Tensor,
+        fitted_feats: list[torch.Tensor] | None,
+        batch_size: int = 32,
+    ) -> str:
+        """The calibration set chosen on this run's own validation data. The held-out normals are split in two:
+        the first half is one candidate calibration set, the second half becomes the validation set (its clean
+        images and one synthetic-defect copy per family, `adkit.validation.synthetic_defects`, seeded with 0);
+        the other candidate is as many fitted normals. Each candidate calibrates the model, the main score
+        is computed on the validation set, and the higher AUROC wins (ties: fitted). Returns the winner's name."""
+        from sklearn.metrics import roc_auc_score
+
+        from ..validation import synthetic_defects
+
+        half = len(held) // 2
+        if half < 2 or len(fitted) < 1:
+            raise ValueError(
+                f"calib_choice='validation' needs at least 4 held-out normals and some fitted ones, got "
+                f"{len(held)} and {len(fitted)}: raise calib_holdout or use more training images"
+            )
+
+        def cut(feats, a, b):
+            return None if feats is None else [t[a:b] for t in feats]
+
+        val = synthetic_defects(held[half:], ["val"] * (len(held) - half), seed=0)
+        raw_val = self.raw_scores_of(val["image"], None, batch_size)  # damaged images: the teacher runs again
+        k = min(half, len(fitted))
+        candidates = {
+            "fitted": self.raw_scores_of(fitted[:k], cut(fitted_feats, 0, k), batch_size),
+            "held-out": self.raw_scores_of(held[:half], cut(held_feats, 0, half), batch_size),
+        }
+        auroc = {}
+        for name, raw in candidates.items():
+            self.calibrate_from(raw)
+            score = self.fused_scores(raw_val)[self.main_score]
+            auroc[name] = float(roc_auc_score(val["label"].numpy(), score.double().numpy()))
+        chosen = max(CALIB_SETS, key=lambda n: (auroc[n], n == "fitted"))
+        self.calibrate_from(candidates[chosen])
+        self.calib_val_auroc.copy_(torch.tensor([auroc[n] for n in CALIB_SETS]))
+        self.calib_chosen.fill_(CALIB_SETS.index(chosen))
+        return chosen
 
     @torch.no_grad()
     def calibrate_from(self, raw: dict[str, torch.Tensor]) -> None:
