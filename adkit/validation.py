@@ -144,16 +144,20 @@ def semantic_set(normals: torch.Tensor, anomalies: torch.Tensor, group: str = "s
 def held_out(cfg, holdout: float) -> dict:
     """The training normals of a run trained with `calib_holdout=holdout`, split as its training split them
     (`adkit.train.holdout_split` with the run's seed): {"images": all of them `(N,3,H,W)`, "fit": the indices
-    trained on, "cal": the first half of the held-out ones (to calibrate), "val": `synthetic_defects` of the
-    other half (seeded with the run's seed; its clean copies, label 0, come first)}. `cfg` is the run's
-    `TrainConfig`."""
+    trained on, "cal": every other held-out one, from the first (to calibrate), "val": `synthetic_defects` of the
+    rest (seeded with the run's seed; its clean copies, label 0, come first)}. `cfg` is the run's `TrainConfig`.
+
+    The halves alternate because the images come sorted by class: until 2026-12-02 "cal" was the first half and
+    "val" the second, so on a multi-class run they held different classes (on mini's four classes, seed 0:
+    brick, grass and a few cats against cats and cameraman), and a comparison of calibration sets measured a
+    transfer across classes. The studies stored before then (README) were made that way."""
     from . import data
     from .train import holdout_split
 
     recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
     images = data.load_all(data.ImageDataset(recs, cfg.image_size))["image"]
     fit_idx, held = holdout_split(len(recs), holdout, cfg.seed)
-    cal_idx, val_idx = held[: len(held) // 2], held[len(held) // 2 :]
+    cal_idx, val_idx = held[0::2], held[1::2]
     val = synthetic_defects(images[val_idx], [recs[i].cls for i in val_idx], seed=cfg.seed)
     return {"images": images, "fit": fit_idx, "cal": cal_idx, "val": val}
 

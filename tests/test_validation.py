@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adkit import validation
+from adkit import data, validation
 
 
 def _images(n=4, size=32):
@@ -76,8 +76,12 @@ def test_held_out_splits_the_training_normals_as_training_did(mvtec_root):
     split = validation.held_out(cfg, 0.5)
     n = len(split["images"])
     fit, held = holdout_split(n, 0.5, 3)
-    assert torch.equal(split["fit"], fit) and torch.equal(split["cal"], held[: len(held) // 2])
-    val_idx = held[len(held) // 2 :]
+    assert torch.equal(split["fit"], fit) and torch.equal(split["cal"], held[0::2])
+    val_idx = held[1::2]  # alternate: the held-out images come sorted by class, and each half gets every class
+    recs = data.load_records("mvtec", str(mvtec_root), "train", None)
+    classes = {recs[i].cls for i in held.tolist()}
+    assert len(classes) > 1 and {recs[i].cls for i in val_idx.tolist()} == classes
+    assert {recs[i].cls for i in split["cal"].tolist()} == classes
     assert len(split["val"]["label"]) == len(val_idx) * (1 + len(validation.FAMILIES))
     assert torch.equal(split["val"]["image"][: len(val_idx)], split["images"][val_idx])  # the clean copies
     assert sorted(torch.cat([fit, split["cal"], val_idx]).tolist()) == list(range(n))

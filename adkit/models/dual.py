@@ -80,10 +80,10 @@ class DualConfig:
     # +8.6 [+1.4, +15.8] points over held-out ones (benchmarks/dual_validation.py, 3 seeds, logistic link)
     calib_holdout: float = 0.0
     # which normals calibrate: None, as `calib_holdout` says (held-out ones where it is > 0, else the fitted ones);
-    # "validation" (needs `calib_holdout` > 0; our construction, an option, not the default): half of the held-out
-    # normals become synthetic-defect validation data (`adkit.validation.synthetic_defects`), and the run keeps
-    # whichever set gives the higher validation AUROC of its main score: the other half of the held-out normals,
-    # or as many of the fitted ones (ties: the fitted ones). The choice and both AUROCs are stored with the run
+    # "validation" (needs `calib_holdout` > 0; our construction, an option, not the default): every other held-out
+    # normal becomes synthetic-defect validation data (`adkit.validation.synthetic_defects`), and the run keeps
+    # whichever set gives the higher validation AUROC of its main score: the other held-out normals, or as many
+    # of the fitted ones (ties: the fitted ones). The choice and both AUROCs are stored with the run
     calib_choice: str | None = None
     tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
     # s_D in the training objective: "map", the test-time s_D itself (`score` of the blurred local map: the mean
@@ -373,31 +373,32 @@ class DualStudent(ADModel):
         fitted_feats: list[torch.Tensor] | None,
         batch_size: int = 32,
     ) -> str:
-        """The calibration set chosen on this run's own validation data. The held-out normals are split in two:
-        the first half is one candidate calibration set, the second half becomes the validation set (its clean
-        images and one synthetic-defect copy per family, `adkit.validation.synthetic_defects`, seeded with 0);
-        the other candidate is as many fitted normals. Each candidate calibrates the model, the main score
-        is computed on the validation set, and the higher AUROC wins (ties: fitted). Returns the winner's name."""
+        """The calibration set chosen on this run's own validation data. The held-out normals are split in two,
+        alternately (so that each half has every class where they come sorted by class): the even positions are
+        one candidate calibration set, the odd ones become the validation set (its clean images and one
+        synthetic-defect copy per family, `adkit.validation.synthetic_defects`, seeded with 0); the other
+        candidate is as many fitted normals. Each candidate calibrates the model, the main score is computed on
+        the validation set, and the higher AUROC wins (ties: fitted). Returns the winner's name."""
         from sklearn.metrics import roc_auc_score
 
         from ..validation import synthetic_defects
 
-        half = len(held) // 2
-        if half < 2 or len(fitted) < 1:
+        if len(held) < 4 or len(fitted) < 1:
             raise ValueError(
                 f"calib_choice='validation' needs at least 4 held-out normals and some fitted ones, got "
                 f"{len(held)} and {len(fitted)}: raise calib_holdout or use more training images"
             )
 
-        def cut(feats, a, b):
-            return None if feats is None else [t[a:b] for t in feats]
+        def part(feats, idx):
+            return None if feats is None else [t[idx] for t in feats]
 
-        val = synthetic_defects(held[half:], ["val"] * (len(held) - half), seed=0)
+        cal, val_idx = slice(0, None, 2), slice(1, None, 2)
+        val = synthetic_defects(held[val_idx], ["val"] * len(held[val_idx]), seed=0)
         raw_val = self.raw_scores_of(val["image"], None, batch_size)  # damaged images: the teacher runs again
-        k = min(half, len(fitted))
+        k = min(len(held[cal]), len(fitted))
         candidates = {
-            "fitted": self.raw_scores_of(fitted[:k], cut(fitted_feats, 0, k), batch_size),
-            "held-out": self.raw_scores_of(held[:half], cut(held_feats, 0, half), batch_size),
+            "fitted": self.raw_scores_of(fitted[:k], part(fitted_feats, slice(0, k)), batch_size),
+            "held-out": self.raw_scores_of(held[cal], part(held_feats, cal), batch_size),
         }
         auroc = {}
         for name, raw in candidates.items():
