@@ -3,8 +3,8 @@ an option of `DualConfig`; our construction) against today's default (train on e
 fitted ones), on notebooks 5 and 6's recipes (mini: brick/grass/cat/cameraman, 400 steps; digits: 0–4 normal,
 300 steps), seeds 0–2. The option trains with `calib_holdout=0.4`: 60 % of the normals train, 20 % are a candidate
 calibration set, 20 % become synthetic-defect validation data; the run keeps the held-out or an equal number of
-fitted normals, whichever calibrates its Noisy-OR better on that validation data. Test-set numbers are for
-information: nothing here is chosen on them.
+fitted normals, whichever calibrates its Noisy-OR better on that validation data (every other held-out normal, so
+that both halves hold every class). Test-set numbers are for information: nothing here is chosen on them.
 
     OMP_NUM_THREADS=1 python benchmarks/dual_calib_choice.py train --task mini --seeds 0,1     # cached runs
     python benchmarks/dual_calib_choice.py summary [--json docs/results/dual_calib_choice.json]
@@ -79,6 +79,9 @@ def summary(result: dict) -> str:
             means = {k: 100 * sum(by[variant, s][k] for s in seeds) / len(seeds) for k in SCORES}
             lines.append(f"{task} {variant:8s} " + "  ".join(f"{k} {v:.1f}" for k, v in means.items()))
         lines.append(f"  chosen: {', '.join(by['choice', s]['chosen'] for s in seeds)} (seeds {seeds})")
+        val = [by["choice", s]["validation_auroc"] for s in seeds]
+        diffs = [v["held-out"] - v["fitted"] for v in val]
+        lines.append(f"  validation Noisy-OR, held-out − fitted calibration: {fmt(diffs)}")
         for k in SCORES:
             lines.append(f"  choice − default, {k}: {fmt([by['choice', s][k] - by['default', s][k] for s in seeds])}")
         for variant in ("default", "choice"):
