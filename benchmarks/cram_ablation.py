@@ -16,6 +16,10 @@ validation image AUROC and pixel AUROC and of the test image AUROC, and the pair
 from today's default (residual form, no compactness, calibrated on fitted normals), "n.s." when its interval
 contains 0. The default to keep is the one with the best validation image AUROC, unless its difference from
 today's is not significant (then today's stays: no change on noise).
+
+Its stored results were made before 2026-12-02 evening, when `adkit.validation.held_out` gave the first half
+of the held-out normals to calibration and the second to validation: sorted by class, the halves held
+different classes. `held_out` now alternates them; a re-run gives class-balanced halves.
 """
 
 from __future__ import annotations

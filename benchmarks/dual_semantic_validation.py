@@ -25,6 +25,10 @@ of its folds.
     OMP_NUM_THREADS=1 python benchmarks/dual_semantic_validation.py run --cache /tmp/semval --fold 1 &
     OMP_NUM_THREADS=1 python benchmarks/dual_semantic_validation.py run --cache /tmp/semval --fold 3
     python benchmarks/dual_semantic_validation.py summary --cache /tmp/semval [--json FILE]
+
+Its stored results were made before 2026-12-02 evening, when `adkit.validation.held_out` gave the first half
+of the held-out normals to calibration and the second to validation: sorted by class, the halves held
+different classes. `held_out` now alternates them; a re-run gives class-balanced halves.
 """
 
 from __future__ import annotations

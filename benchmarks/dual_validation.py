@@ -15,6 +15,10 @@ calibrating on the fitted normals beat held-out ones (+8.6 [+1.4, +15.8], logist
 
     OMP_NUM_THREADS=2 python benchmarks/dual_validation.py run --cache /tmp/dualval      # resumable
     python benchmarks/dual_validation.py summary --cache /tmp/dualval [--json docs/results/dual_validation.json]
+
+Its stored results were made before 2026-12-02 evening, when `adkit.validation.held_out` gave the first half
+of the held-out normals to calibration and the second to validation: sorted by class, the halves held
+different classes. `held_out` now alternates them; a re-run gives class-balanced halves.
 """
 
 from __future__ import annotations
