@@ -62,8 +62,10 @@ def server():
                 self.send_header("Content-Range", f"bytes {start}-{len(ARCHIVE) - 1}/{len(ARCHIVE)}")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            # counted before the write: the client may finish reading, and the test check `sent`, before this
+            # handler thread runs its next line (seen once in a parallel test run)
             state["sent"] += len(body)
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
