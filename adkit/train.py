@@ -186,7 +186,7 @@ def fit(
     def calibrate() -> None:
         model.eval()
         if type(model).calibrate is not models.ADModel.calibrate:  # materialise only what a model uses
-            if getattr(model, "calibration_needs_fitted", False):  # as many fitted normals, drawn at random
+            if model.calibration_needs_fitted:  # as many fitted normals, drawn at random
                 pick = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(seed))[: len(cal_idx)]
                 model.calibrate(*cache.batch(cal_idx), fitted=cache.batch(fit_idx[pick.sort().values]))
             else:

@@ -141,6 +141,12 @@ def semantic_set(normals: torch.Tensor, anomalies: torch.Tensor, group: str = "s
     }
 
 
+def calibration_halves(held):
+    """Held-out normals (images, features or indices, sorted by class as training stores them) split into
+    `(calibrate, validate)`: alternately, from the first, so that each half holds every class."""
+    return held[0::2], held[1::2]
+
+
 def held_out(cfg, holdout: float) -> dict:
     """The training normals of a run trained with `calib_holdout=holdout`, split as its training split them
     (`adkit.train.holdout_split` with the run's seed): {"images": all of them `(N,3,H,W)`, "fit": the indices
@@ -157,7 +163,7 @@ def held_out(cfg, holdout: float) -> dict:
     recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
     images = data.load_all(data.ImageDataset(recs, cfg.image_size))["image"]
     fit_idx, held = holdout_split(len(recs), holdout, cfg.seed)
-    cal_idx, val_idx = held[0::2], held[1::2]
+    cal_idx, val_idx = calibration_halves(held)
     val = synthetic_defects(images[val_idx], [recs[i].cls for i in val_idx], seed=cfg.seed)
     return {"images": images, "fit": fit_idx, "cal": cal_idx, "val": val}
 

@@ -64,12 +64,10 @@ def measure() -> dict:
 
 
 def summary(result: dict) -> str:
-    from adkit.report import summarize
+    from adkit.report import format_difference, summarize
 
     def fmt(values) -> str:
-        f = summarize(values)
-        ns = "" if f["ci_low"] > 0 or f["ci_high"] < 0 else " (n.s.)"
-        return f"{100 * f['mean']:+.1f} [{100 * f['ci_low']:+.1f}, {100 * f['ci_high']:+.1f}]{ns}"
+        return format_difference(summarize(values))
 
     lines = []
     for task in TASKS:

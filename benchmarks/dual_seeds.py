@@ -45,12 +45,10 @@ def measure() -> dict:
 
 
 def table(out: dict) -> str:
-    from adkit.report import summarize
+    from adkit.report import format_difference, summarize
 
     def diff(a, b) -> str:
-        f = summarize([a[s] - b[s] for s in SEEDS])
-        ns = "" if f["ci_low"] > 0 or f["ci_high"] < 0 else " (n.s.)"
-        return f"{100 * f['mean']:+.1f} [{100 * f['ci_low']:+.1f}, {100 * f['ci_high']:+.1f}]{ns}"
+        return format_difference(summarize([a[s] - b[s] for s in SEEDS]))
 
     lines = []
     for task, runs in out.items():

@@ -379,32 +379,29 @@ class DualStudent(ADModel):
         synthetic-defect copy per family, `adkit.validation.synthetic_defects`, seeded with 0); the other
         candidate is as many fitted normals. Each candidate calibrates the model, the main score is computed on
         the validation set, and the higher AUROC wins (ties: fitted). Returns the winner's name."""
-        from sklearn.metrics import roc_auc_score
-
-        from ..validation import synthetic_defects
+        from ..metrics import image_auroc
+        from ..validation import calibration_halves, synthetic_defects
 
         if len(held) < 4 or len(fitted) < 1:
             raise ValueError(
                 f"calib_choice='validation' needs at least 4 held-out normals and some fitted ones, got "
                 f"{len(held)} and {len(fitted)}: raise calib_holdout or use more training images"
             )
-
-        def part(feats, idx):
-            return None if feats is None else [t[idx] for t in feats]
-
-        cal, val_idx = slice(0, None, 2), slice(1, None, 2)
-        val = synthetic_defects(held[val_idx], ["val"] * len(held[val_idx]), seed=0)
+        held_cal, held_val = calibration_halves(held)
+        val = synthetic_defects(held_val, ["val"] * len(held_val), seed=0)
         raw_val = self.raw_scores_of(val["image"], None, batch_size)  # damaged images: the teacher runs again
-        k = min(len(held[cal]), len(fitted))
+        k = min(len(held_cal), len(fitted))
+        fitted_k = None if fitted_feats is None else [t[:k] for t in fitted_feats]
+        held_cal_feats = None if held_feats is None else [calibration_halves(t)[0] for t in held_feats]
         candidates = {
-            "fitted": self.raw_scores_of(fitted[:k], part(fitted_feats, slice(0, k)), batch_size),
-            "held-out": self.raw_scores_of(held[cal], part(held_feats, cal), batch_size),
+            "fitted": self.raw_scores_of(fitted[:k], fitted_k, batch_size),
+            "held-out": self.raw_scores_of(held_cal, held_cal_feats, batch_size),
         }
         auroc = {}
         for name, raw in candidates.items():
             self.calibrate_from(raw)
             score = self.fused_scores(raw_val)[self.main_score]
-            auroc[name] = float(roc_auc_score(val["label"].numpy(), score.double().numpy()))
+            auroc[name] = image_auroc(score.double().numpy(), val["label"].numpy())
         chosen = max(CALIB_SETS, key=lambda n: (auroc[n], n == "fitted"))
         self.calibrate_from(candidates[chosen])
         self.calib_val_auroc.copy_(torch.tensor([auroc[n] for n in CALIB_SETS]))
