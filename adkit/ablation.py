@@ -23,7 +23,7 @@ from .config import ALL, IMAGE_SIZE, TrainConfig
 from .evaluate import _jsonable, evaluate, predict_classes, score_sets, test_records
 from .models.dual import BRANCHES
 from .runs import load_run
-from .train import cached_run, holdout_split
+from .train import cached_run, calibration_split
 
 _CALIBRATION = {f"{k}_{b}" for k in ("tau", "mean", "std") for b in BRANCHES}
 
@@ -103,12 +103,10 @@ def dual_ablation(
         raise ValueError(f"{run_dir}: dual_ablation needs a multi-class run of the dual model")
     train_recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
     images = data.load_all(data.ImageDataset(train_recs, cfg.image_size))["image"]
-    # a run trained on every normal (`calib_holdout=0`) has no held-out normals: its one calibration set is
-    # the fitted images
-    sets = {"fitted": slice(None)}
-    if model.calibration_holdout:
-        fit_idx, cal_idx = holdout_split(len(images), model.calibration_holdout, cfg.seed)
-        sets = {"held-out": cal_idx, "fitted": fit_idx}
+    # a run trained on every normal (`calib_holdout=0`, or too few images to hold any out) has no held-out
+    # normals: its one calibration set is the fitted images
+    fit_idx, cal_idx = calibration_split(model, len(images), cfg.seed)
+    sets = {"held-out": cal_idx, "fitted": fit_idx} if len(cal_idx) < len(images) else {"fitted": fit_idx}
     test = test_records(cfg, data_name, classes=classes)
     # one forward pass over the test set and one over the training images; every variant is arithmetic on
     # their raw branch scores (`dual_variants`), since only the calibration changes

@@ -28,7 +28,9 @@ MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")  # adkit.models.MODELS ha
 # trains on all training normals and calibrates on them (`calib_holdout=0`). 4: the same method with other
 # floating-point order: trains channels-last on the CPU, and the blur's gradient is its adjoint (two matrix
 # products) instead of autograd through the padded convolutions; results differ from 3 by rounding only.
-MODEL_REVISIONS = {"fd": 3, "fd+snl": 3, "dual": 4}
+# 5: trains on 60 % of the normals and chooses its calibration set on its own validation data
+# (`DualConfig.calib_holdout=0.4`, `calib_choice="validation"`).
+MODEL_REVISIONS = {"fd": 3, "fd+snl": 3, "dual": 5}
 
 
 def revision_entry(model: str) -> dict:

@@ -85,6 +85,19 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[n_cal:].sort().values, perm[:n_cal].sort().values
 
 
+def calibration_split(model: models.ADModel, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices `(fit, calibrate)` of the `n` training images as `fit` uses them: `holdout_split` with the
+    model's `calibration_holdout`, or every image for both where the model holds none out or the split would
+    keep fewer than `model.min_calibration_holdout` out."""
+    everything = torch.arange(n)
+    if model.calibration_holdout <= 0:
+        return everything, everything
+    fit_idx, cal_idx = holdout_split(n, model.calibration_holdout, seed)
+    if len(cal_idx) < model.min_calibration_holdout:
+        return everything, everything
+    return fit_idx, cal_idx
+
+
 class _StopSignals:
     """While training with checkpoints: SIGINT/SIGTERM set a flag the loop reads after each step (so the
     step in progress completes and its state is consistent); a second signal stops at once."""
@@ -179,14 +192,20 @@ def fit(
             model.teacher, images, budget_mb=cache_mb, spill_dir=spill_dir, device=device, progress=progress
         )
     )
-    fit_idx = cal_idx = torch.arange(len(cache))
-    if model.calibration_holdout > 0:
-        fit_idx, cal_idx = holdout_split(len(cache), model.calibration_holdout, seed)
+    fit_idx, cal_idx = calibration_split(model, len(cache), seed)
+    held_out = len(cal_idx) < len(cache)
+    if model.calibration_holdout > 0 and not held_out and start == 0 and distributed.is_main():
+        print(
+            f"note: {len(cache)} training images are too few to keep {model.min_calibration_holdout} of them out "
+            f"for the calibration (a fraction {model.calibration_holdout}); training on all of them and "
+            "calibrating on them",
+            file=sys.stderr,
+        )
 
     def calibrate() -> None:
         model.eval()
         if type(model).calibrate is not models.ADModel.calibrate:  # materialise only what a model uses
-            if model.calibration_needs_fitted:  # as many fitted normals, drawn at random
+            if model.calibration_needs_fitted and held_out:  # as many fitted normals, drawn at random
                 pick = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(seed))[: len(cal_idx)]
                 model.calibrate(*cache.batch(cal_idx), fitted=cache.batch(fit_idx[pick.sort().values]))
             else:

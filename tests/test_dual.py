@@ -199,7 +199,9 @@ def test_holdout_split_is_disjoint_seeded_and_bounded():
 @pytest.mark.parametrize("holdout", [0.0, 0.25])
 def test_calibration_sees_only_held_out_normals(teacher, holdout, name):
     torch.manual_seed(0)
-    m = models.create(name, teacher=teacher, calib_holdout=holdout)
+    # the dual student's per-run choice (its default) needs 4 held-out normals: here the plain held-out calibration
+    extra = {"calib_choice": None} if name == "dual" else {}
+    m = models.create(name, teacher=teacher, calib_holdout=holdout, **extra)
     x = torch.rand(8, 3, 32, 32)
     x[:, 0, 0, 0] = torch.arange(8) / 8  # a tag per image, to tell which images reach each step
     trained, calibrated = set(), []
@@ -224,7 +226,9 @@ def test_calibration_sees_only_held_out_normals(teacher, holdout, name):
         models.create(name, teacher=teacher, calib_holdout=1.0)
 
 
-@pytest.mark.parametrize("holdout", [0.25, 0.0])  # 0: the default, no held-out normals to calibrate on
+# 0.5: 4 of the 8 normals held out (the default per-run choice runs); 0.25: 2, too few for the choice, so none is
+# held out (as with 0)
+@pytest.mark.parametrize("holdout", [0.5, 0.25, 0.0])
 def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout):
     from adkit.ablation import dual_ablation, dual_markdown
     from adkit.train import TrainConfig, train
@@ -237,11 +241,11 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout)
         image_size=32,
         iters=4,
         batch_size=4,
-        options={"calib_holdout": holdout} if holdout else {},
+        options={"calib_holdout": holdout},
     )
     run = train(cfg, tmp_path / "run", progress=False)
     rows = dual_ablation(run)
-    wheres = ("held-out", "fitted") if holdout else ("fitted",)
+    wheres = ("held-out", "fitted") if holdout == 0.5 else ("fitted",)
     assert list(rows) == [f"{link} link, calibrated on {w} normals" for link in ("exp", "logistic") for w in wheres]
     assert all(set(r) == {"local", "semantic", "sum", "noisy_or"} for r in rows.values())
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r.values())
@@ -262,7 +266,7 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout)
     model = by_name[ALL]
     images = data.load_all(data.ImageDataset(data.load_records("mvtec", str(mvtec_root), "train"), 32))["image"]
     sets = {"fitted": slice(None)}
-    if holdout:
+    if holdout == 0.5:
         fit_idx, cal_idx = holdout_split(len(images), holdout, cfg.seed)
         sets = {"held-out": cal_idx, "fitted": fit_idx}
     config = model.config
@@ -360,8 +364,7 @@ def test_calibration_chosen_on_the_runs_own_validation_data(teacher):
     from adkit.train import holdout_split
     from adkit.validation import synthetic_defects
 
-    with pytest.raises(ValueError, match="calib_holdout > 0"):
-        models.create("dual", teacher=teacher, calib_choice="validation")
+    assert models.create("dual", teacher=teacher).config.calib_choice == "validation"  # the default (revision 5)
     with pytest.raises(ValueError, match="calib_choice"):
         models.create("dual", teacher=teacher, calib_holdout=0.4, calib_choice="test set")
     torch.manual_seed(0)
@@ -393,5 +396,41 @@ def test_calibration_chosen_on_the_runs_own_validation_data(teacher):
     m.calibrate(held, fitted=(fitted, None))
     again = {k: v for k, v in m.state_dict().items() if k in after_fit}
     assert all(torch.allclose(after_fit[k], v, rtol=1e-2) for k, v in again.items())  # std: a small spread
-    with pytest.raises(ValueError, match="fitted normals too"):
-        m.calibrate(held)
+    assert m.calibration_chosen == best
+    # without fitted normals (what fit does when it held none out) the images given calibrate, and no choice is
+    # recorded
+    m.calibrate(held[::2])
+    assert m.calibration_chosen is None and bool(m.calib_val_auroc.isnan().all())
+    assert float(m.tau_local) == pytest.approx(taus["held-out"][0], rel=1e-3)
+
+
+def test_too_few_normals_to_hold_out_for_the_choice(teacher, capsys):
+    """The default dual student holds out 40 % of its normals and needs 4 of them for its calibration choice:
+    with 8 images (3 held out) fit trains on all of them, calibrates on them, and says so."""
+    from adkit.train import calibration_split
+
+    torch.manual_seed(0)
+    m = models.create("dual", teacher=teacher)
+    assert m.min_calibration_holdout == 4 and models.create("dual", teacher=teacher, calib_choice=None).min_calibration_holdout == 1
+    x = torch.rand(8, 3, 32, 32)
+    x[:, 0, 0, 0] = torch.arange(8) / 8
+    trained, calibrated = set(), []
+    real_forward, real_calibrate = m.forward, m.calibrate
+
+    def forward(xb, t_feats=None):
+        if m.training:
+            trained.update(round(float(v) * 8) for v in xb[:, 0, 0, 0])
+        return real_forward(xb, t_feats)
+
+    def calibrate(xs, t_feats=None, **kw):
+        assert not kw  # no fitted normals: no choice
+        calibrated.extend(round(float(v) * 8) for v in xs[:, 0, 0, 0])
+        return real_calibrate(xs, t_feats)
+
+    m.forward, m.calibrate = forward, calibrate
+    fit(m, x, iters=12, batch_size=4, progress=False)
+    assert sorted(calibrated) == list(range(8)) and len(trained) > 3  # held-out would leave 5 to train on
+    assert "too few to keep 4 of them out" in capsys.readouterr().err
+    assert m.calibration_chosen is None
+    assert [len(i) for i in calibration_split(m, 8, 0)] == [8, 8]
+    assert [len(i) for i in calibration_split(m, 10, 0)] == [6, 4]

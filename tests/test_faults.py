@@ -301,8 +301,8 @@ def test_resume_is_bit_identical_for_every_model(tmp_path, mvtec_root, monkeypat
     a = checkpoint.load(runs.checkpoint_path(straight, "all"))
     b = checkpoint.load(runs.checkpoint_path(tmp_path / "b", "all"))
     assert a.model_state.keys() == b.model_state.keys()
-    for k in a.model_state:
-        assert torch.equal(a.model_state[k], b.model_state[k]), k
+    for k in a.model_state:  # NaN where a buffer records "not measured" (the dual's calibration choice)
+        assert torch.allclose(a.model_state[k], b.model_state[k], rtol=0, atol=0, equal_nan=True), k
     assert [r["loss"] for r in a.info["history"]] == [r["loss"] for r in b.info["history"]]
 
 

@@ -37,6 +37,9 @@ class ADModel(nn.Module):
     # `calibrate` also takes `fitted=(images, teacher features)`, as many fitted normals as are held out (the dual
     # student's per-run choice of its calibration set)
     calibration_needs_fitted: bool = False
+    # the fewest held-out normals `calibrate` can use; with fewer, `train.fit` holds none out (trains on every
+    # normal and calibrates on them) and says so
+    min_calibration_holdout: int = 1
     # `train.fit` trains in channels-last memory layout on the CPU: only where it was measured to pay (FD's
     # whole-CNN student: 1.2–1.6× per step; RD's small decoder: none — benchmarks/README.md). It changes the
     # floating-point order, so turning it on is a new training revision (`config.MODEL_REVISIONS`).
