@@ -26,9 +26,10 @@ of its folds.
     OMP_NUM_THREADS=1 python benchmarks/dual_semantic_validation.py run --cache /tmp/semval --fold 3
     python benchmarks/dual_semantic_validation.py summary --cache /tmp/semval [--json FILE]
 
-Its stored results were made before 2026-12-02 evening, when `adkit.validation.held_out` gave the first half
-of the held-out normals to calibration and the second to validation: sorted by class, the halves held
-different classes. `held_out` now alternates them; a re-run gives class-balanced halves.
+Stored results (docs/results/dual_semantic_validation.json): re-run on 2026-12-02 evening with class-balanced
+halves (`adkit.validation.calibration_halves`; before, the first half of the held-out normals calibrated and the
+second validated, and sorted by class they held different classes), digits, both folds, seeds 0–2, 2 threads,
+runs trained by revision 4's code with `calib_holdout=0.4` and the per-run choice (revision 5's default training).
 """
 
 from __future__ import annotations

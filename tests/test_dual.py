@@ -411,7 +411,8 @@ def test_too_few_normals_to_hold_out_for_the_choice(teacher, capsys):
 
     torch.manual_seed(0)
     m = models.create("dual", teacher=teacher)
-    assert m.min_calibration_holdout == 4 and models.create("dual", teacher=teacher, calib_choice=None).min_calibration_holdout == 1
+    assert m.min_calibration_holdout == 4
+    assert models.create("dual", teacher=teacher, calib_choice=None).min_calibration_holdout == 1
     x = torch.rand(8, 3, 32, 32)
     x[:, 0, 0, 0] = torch.arange(8) / 8
     trained, calibrated = set(), []
