@@ -156,7 +156,7 @@ def held_out(cfg, holdout: float) -> dict:
     The halves alternate because the images come sorted by class: until 2026-12-02 "cal" was the first half and
     "val" the second, so on a multi-class run they held different classes (on mini's four classes, seed 0:
     brick, grass and a few cats against cats and cameraman), and a comparison of calibration sets measured a
-    transfer across classes. The studies stored before then (README) were made that way."""
+    transfer across classes. The studies stored before then were re-run with alternating halves (README)."""
     from . import data
     from .train import holdout_split
 

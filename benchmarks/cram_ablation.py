@@ -3,7 +3,7 @@ training normals (issue 14, item 6; docs/methods.md §4).
 
 Each variant is multi-class RD+SNL at notebook 3's recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8,
 400 steps) trained with `calib_holdout=0.4`: 40 % of the training normals never reach the student. Half of
-those (by position in the held-out permutation) calibrate the maps, the other half become the validation set
+those (every other one, `adkit.validation.calibration_halves`) calibrate the maps, the other half become the validation set
 (`adkit.validation.synthetic_defects`: each image clean and with one blob, blur and tint defect). Each run is
 scored on the validation set with two calibrations (on the held-out half, and on the images the student was
 fitted on), and — for information only, never for the choice — on mini's test set.
@@ -17,9 +17,11 @@ from today's default (residual form, no compactness, calibrated on fitted normal
 contains 0. The default to keep is the one with the best validation image AUROC, unless its difference from
 today's is not significant (then today's stays: no change on noise).
 
-Its stored results were made before 2026-12-02 evening, when `adkit.validation.held_out` gave the first half
-of the held-out normals to calibration and the second to validation: sorted by class, the halves held
-different classes. `held_out` now alternates them; a re-run gives class-balanced halves.
+Stored results: re-run on 2026-12-02 evening (2 threads) with class-balanced halves. The first run had used
+the first half of the held-out normals to calibrate and the second to validate (`adkit.validation.held_out`
+before the fix): sorted by class, the halves held different classes; it read 66.4 for the default and −5.9
+[−9.3, −2.6] for compactness 0.1, where the re-run reads 78.4 and −3.6 [−8.2, +1.0] (the defaults stay either
+way).
 """
 
 from __future__ import annotations
