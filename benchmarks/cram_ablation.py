@@ -3,8 +3,9 @@ training normals (issue 14, item 6; docs/methods.md §4).
 
 Each variant is multi-class RD+SNL at notebook 3's recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8,
 400 steps) trained with `calib_holdout=0.4`: 40 % of the training normals never reach the student. Half of
-those (every other one, `adkit.validation.calibration_halves`) calibrate the maps, the other half become the validation set
-(`adkit.validation.synthetic_defects`: each image clean and with one blob, blur and tint defect). Each run is
+those (every other one, `adkit.validation.calibration_halves`) calibrate the maps, the other half become the
+validation set (`adkit.validation.synthetic_defects`: each image clean and with one blob, blur and tint defect).
+Each run is
 scored on the validation set with two calibrations (on the held-out half, and on the images the student was
 fitted on), and — for information only, never for the choice — on mini's test set.
 
