@@ -195,6 +195,28 @@ def test_holdout_split_is_disjoint_seeded_and_bounded():
             holdout_split(n, bad_fraction, 0)
 
 
+def fit_tagged(m, n: int) -> tuple[set, list]:
+    """`fit` `m` on `n` random images, each tagged in one pixel, and return which images reached a training step
+    and which `calibrate` (a set and a list of image indices). `calibrate` is called without fitted normals."""
+    x = torch.rand(n, 3, 32, 32)
+    x[:, 0, 0, 0] = torch.arange(n) / n  # a tag per image, to tell which images reach each step
+    trained, calibrated = set(), []
+    real_forward, real_calibrate = m.forward, m.calibrate
+
+    def forward(xb, t_feats=None):
+        if m.training:
+            trained.update(round(float(v) * n) for v in xb[:, 0, 0, 0])
+        return real_forward(xb, t_feats)
+
+    def calibrate(xs, t_feats=None):
+        calibrated.extend(round(float(v) * n) for v in xs[:, 0, 0, 0])
+        return real_calibrate(xs, t_feats)
+
+    m.forward, m.calibrate = forward, calibrate
+    fit(m, x, iters=12, batch_size=4, progress=False)
+    return trained, calibrated
+
+
 @pytest.mark.parametrize("name", ["dual", "rd+snl"])
 @pytest.mark.parametrize("holdout", [0.0, 0.25])
 def test_calibration_sees_only_held_out_normals(teacher, holdout, name):
@@ -202,22 +224,7 @@ def test_calibration_sees_only_held_out_normals(teacher, holdout, name):
     # the dual student's per-run choice (its default) needs 4 held-out normals: here the plain held-out calibration
     extra = {"calib_choice": None} if name == "dual" else {}
     m = models.create(name, teacher=teacher, calib_holdout=holdout, **extra)
-    x = torch.rand(8, 3, 32, 32)
-    x[:, 0, 0, 0] = torch.arange(8) / 8  # a tag per image, to tell which images reach each step
-    trained, calibrated = set(), []
-    real_forward, real_calibrate = m.forward, m.calibrate
-
-    def forward(xb, t_feats=None):
-        if m.training:
-            trained.update(round(float(v) * 8) for v in xb[:, 0, 0, 0])
-        return real_forward(xb, t_feats)
-
-    def calibrate(xs, t_feats=None):
-        calibrated.extend(round(float(v) * 8) for v in xs[:, 0, 0, 0])
-        return real_calibrate(xs, t_feats)
-
-    m.forward, m.calibrate = forward, calibrate
-    fit(m, x, iters=12, batch_size=4, progress=False)
+    trained, calibrated = fit_tagged(m, 8)
     if holdout == 0:
         assert sorted(calibrated) == list(range(8))  # the training images themselves
     else:
@@ -413,23 +420,7 @@ def test_too_few_normals_to_hold_out_for_the_choice(teacher, capsys):
     m = models.create("dual", teacher=teacher)
     assert m.min_calibration_holdout == 4
     assert models.create("dual", teacher=teacher, calib_choice=None).min_calibration_holdout == 1
-    x = torch.rand(8, 3, 32, 32)
-    x[:, 0, 0, 0] = torch.arange(8) / 8
-    trained, calibrated = set(), []
-    real_forward, real_calibrate = m.forward, m.calibrate
-
-    def forward(xb, t_feats=None):
-        if m.training:
-            trained.update(round(float(v) * 8) for v in xb[:, 0, 0, 0])
-        return real_forward(xb, t_feats)
-
-    def calibrate(xs, t_feats=None, **kw):
-        assert not kw  # no fitted normals: no choice
-        calibrated.extend(round(float(v) * 8) for v in xs[:, 0, 0, 0])
-        return real_calibrate(xs, t_feats)
-
-    m.forward, m.calibrate = forward, calibrate
-    fit(m, x, iters=12, batch_size=4, progress=False)
+    trained, calibrated = fit_tagged(m, 8)  # it fails if fit passes fitted normals (a choice) to calibrate
     assert sorted(calibrated) == list(range(8)) and len(trained) > 3  # held-out would leave 5 to train on
     assert "too few to keep 4 of them out" in capsys.readouterr().err
     assert m.calibration_chosen is None
