@@ -404,7 +404,8 @@ class DualStudent(ADModel):
 
         if len(held) < self.min_calibration_holdout or len(fitted) < 1:
             raise ValueError(
-                f"calib_choice='validation' needs at least 4 held-out normals and some fitted ones, got "
+                f"calib_choice='validation' needs at least {self.min_calibration_holdout} held-out normals and "
+                f"some fitted ones, got "
                 f"{len(held)} and {len(fitted)}: raise calib_holdout or use more training images"
             )
         held_cal, held_val = calibration_halves(held)
