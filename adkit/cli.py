@@ -206,6 +206,10 @@ def cmd_probe(a) -> int:
 def cmd_report(a) -> int:
     from . import report
 
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    report.evaluate_missing(a.runs + (a.vs or []), say=say)  # as `adkit eval` would, with a progress bar each
     res = report.load_results(a.runs)
     rep = report.paired(res, report.load_results(a.vs)) if a.vs else report.aggregate(res)
     if a.json:
@@ -309,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("report", help="runs over seeds: means with 95%% intervals; --vs: paired differences")
+    r = sub.add_parser(
+        "report",
+        help="runs over seeds: means with 95%% intervals; --vs: paired differences "
+        "(a run without eval.json is evaluated first)",
+    )
     r.add_argument("runs", nargs="+", help="run folders (one per seed), e.g. runs/rd/seed0 runs/rd/seed1 ...")
     r.add_argument("--vs", nargs="+", default=None, help="run folders of the method to compare with, same seeds")
     r.add_argument("--json", action="store_true")

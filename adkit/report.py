@@ -1,6 +1,7 @@
 """Results over seeds: means with Student-t intervals, and paired differences between two methods.
 
-    runs = load_results(["runs/rd-s0", "runs/rd-s1", "runs/rd-s2"])   # each run's eval.json
+    evaluate_missing(run_dirs)     # evaluates the runs that have no eval.json yet (as `adkit eval` does)
+    runs = load_results(run_dirs)  # each run's eval.json
     rep = aggregate(runs)          # rep["mean"]["image_auroc"] = {"mean", "ci_low", "ci_high", "n"}
     diff = paired(load_results(snl_runs), runs)   # SNL − RD, matched by seed, with "significant"
     print(to_markdown(diff)); fig = plot(rep, "image_auroc")
@@ -40,6 +41,26 @@ def _check_rows(rows, where: str, path: Path) -> None:
             raise ValueError(f"{path}: '{where}.{k}' must be a number or null, got {v!r}")
 
 
+def _is_run(folder: Path) -> bool:
+    from .runs import SETTINGS_FILE
+
+    return (folder / SETTINGS_FILE).is_file()
+
+
+def evaluate_missing(runs: Iterable[str | Path], progress: bool = True, say=None) -> list[Path]:
+    """Evaluate each run folder that has no `eval.json` yet, as `adkit eval RUN` does (its own test set; the
+    results saved in the run), and return those folders. A path that is no run folder is left to
+    `load_results`, which names it. `say` (a function of one string) is told which run is being evaluated."""
+    from .evaluate import evaluate
+
+    todo = [Path(r) for r in runs if not _eval_path(r).is_file() and _is_run(Path(r))]
+    for run in todo:
+        if say is not None:
+            say(f"evaluating {run} (it has no eval.json yet)")
+        evaluate(run, progress=progress, save=True)
+    return todo
+
+
 def load_results(runs: Iterable[str | Path]) -> list[dict]:
     """Each run's `eval.json` (a run folder, or the JSON file itself), with its path under "path".
 
@@ -49,7 +70,9 @@ def load_results(runs: Iterable[str | Path]) -> list[dict]:
     for run in runs:
         path = _eval_path(run)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file (evaluate the run first: `adkit eval {Path(run)}`)")
+            folder = path.parent
+            hint = f"evaluate the run first: `adkit eval {folder}`" if _is_run(folder) else "nor a run's settings.json"
+            raise FileNotFoundError(f"{path}: no such file ({hint})")
         try:
             res = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -375,3 +375,58 @@ def test_dual_semantic_validation_averages_folds_within_a_seed_and_both_splits()
     assert out[0]["synthetic"]["v"]["local"] == pytest.approx(0.7) and out[0]["semantic"]["v"]["local"] == 0.5
     assert out[0]["both"]["v"]["local"] == pytest.approx(0.6)
     assert out[1]["both"]["v"]["noisy_or"] == pytest.approx((0.9 + 0.5) / 2 + 0.3)  # noisy_or is SCORES[3]
+
+
+def _train_seeds(out, mvtec_root, seeds=(0, 1, 2)):
+    from adkit.cli import main
+
+    args = ["train", "--data", "mvtec", "--root", str(mvtec_root), "--model", "rd", "--image-size", "32"]
+    args += ["--iters", "2", "--batch-size", "2", "--seeds", ",".join(map(str, seeds)), "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    return [out / f"seed{s}" for s in seeds]
+
+
+def test_report_evaluates_runs_that_have_no_eval_json(tmp_path, mvtec_root, capsys):
+    # `adkit train --seeds ... && adkit report <the folders> --json` with nothing in between: each run is
+    # evaluated as `adkit eval` would (its eval.json saved), stdout holds one JSON object, progress goes to stderr
+    from adkit.cli import main
+
+    runs = _train_seeds(tmp_path / "rd", mvtec_root)
+    capsys.readouterr()
+    assert not any((r / "eval.json").exists() for r in runs)
+    assert main(["report", *map(str, runs), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 1
+    rep = json.loads(out)
+    assert all((r / "eval.json").is_file() for r in runs)
+    assert err.count("has no eval.json yet") == 3
+    figure = {"mean", "ci_low", "ci_high", "n"}
+    assert set(rep["mean"]["image_auroc"]) == figure and rep["mean"]["image_auroc"]["n"] == 3
+    assert set(rep["classes"]) == {"bottle", "cable"} and set(rep["defects"]) == {"crack", "scratch"}
+    for group in ("classes", "defects"):
+        for rows in rep[group].values():
+            assert set(rows["image_auroc"]) == figure
+    # the saved files are what `adkit eval` gives, and a second report reads them without evaluating again
+    eval0 = json.loads((runs[0] / "eval.json").read_text())
+    assert main(["eval", str(runs[0]), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["mean"] == eval0["mean"]
+    assert main(["report", *map(str, runs), "--json"]) == 0
+    assert "has no eval.json yet" not in capsys.readouterr().err
+
+
+def test_report_vs_evaluates_both_sides_and_refuses_a_folder_that_is_no_run(tmp_path, mvtec_root, capsys):
+    from adkit.cli import main
+
+    a = _train_seeds(tmp_path / "a", mvtec_root, seeds=(0, 1))
+    b = [tmp_path / "b" / f"seed{s}" for s in (0, 1)]
+    for run in b:
+        write_eval(run, int(run.name[-1]), 0.8, 0.7, 0.9, 0.6)
+    assert main(["report", *map(str, a), "--vs", *map(str, b), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["kind"] == "paired" and rep["settings"]["seeds"] == [0, 1]
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    assert main(["report", str(nothing)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing/eval.json: no such file" in err and "settings.json" in err
