@@ -159,3 +159,23 @@ def extract_run(models: dict, images: dict[str, torch.Tensor], batch_size: int =
 
     parts = [extract(model_for(models, cls), x, batch_size) for cls, x in images.items()]
     return {k: [torch.cat([p[k][s] for p in parts]) for s in range(len(parts[0][k]))] for k in ("teacher", "student")}
+
+
+@torch.no_grad()
+def class_similarity(teacher, images: dict[str, torch.Tensor], batch_size: int = 32) -> tuple[list[str], np.ndarray]:
+    """How alike the classes look to a frozen teacher, before any student is trained: each image becomes its
+    pooled, normalised teacher features (`pooled_features`), each class the mean of its images' vectors, and
+    the result is the cosine similarity of every pair of class means `(K, K)` (1 on the diagonal).
+
+    `images`: class -> `(N,3,H,W)` in [0, 1] (e.g. a few training normals per class)."""
+    device = next(iter(teacher.parameters())).device
+    means = []
+    for x in images.values():
+        stages = None
+        for i in range(0, len(x), batch_size):
+            t = [f.float().cpu() for f in teacher(x[i : i + batch_size].to(device))]
+            stages = t if stages is None else [torch.cat([a, b]) for a, b in zip(stages, t, strict=True)]
+        pooled = torch.from_numpy(pooled_features({"teacher": stages, "student": stages}, "teacher"))
+        means.append(F.normalize(pooled.mean(dim=0), dim=0))
+    M = torch.stack(means)
+    return list(images), (M @ M.T).numpy()
