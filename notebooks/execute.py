@@ -4,6 +4,7 @@ should not be stored: widget state and widget views, timing metadata.
     OMP_NUM_THREADS=1 python notebooks/execute.py                  # all, in order
     OMP_NUM_THREADS=1 python notebooks/execute.py notebooks/02_probes.ipynb
     python notebooks/execute.py --cells 5 notebooks/01_cross_class_interference.ipynb   # + its 5 slowest cells
+    python notebooks/execute.py --timeout 600                      # seconds one cell may run (default 300)
 
 Each notebook runs with its own folder as the working directory, as under `pytest --nbval-lax`. The script
 then checks what the stored copy must not hold (absolute paths, files over 2 MB) and prints each
@@ -64,7 +65,7 @@ def cell_seconds(nb: nbformat.NotebookNode) -> list[tuple[float, int, str]]:
     return out
 
 
-def execute(path: Path, timeout: int = 900, cells: int = 0) -> tuple[float, int, list[str]]:
+def execute(path: Path, timeout: int = 300, cells: int = 0) -> tuple[float, int, list[str]]:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=cells > 0,
                             resources={"metadata": {"path": str(path.parent)}})
@@ -81,13 +82,17 @@ def execute(path: Path, timeout: int = 900, cells: int = 0) -> tuple[float, int,
 
 
 def main(argv: list[str]) -> int:
-    cells = 0
-    if argv[:1] == ["--cells"]:
-        cells, argv = int(argv[1]), argv[2:]
+    cells, timeout = 0, 300
+    while argv[:1] in (["--cells"], ["--timeout"]):
+        if argv[0] == "--cells":
+            cells = int(argv[1])
+        else:
+            timeout = int(argv[1])
+        argv = argv[2:]
     paths = [Path(p) for p in argv] or sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
     failed = False
     for p in paths:
-        seconds, size, issues = execute(p, cells=cells)
+        seconds, size, issues = execute(p, timeout=timeout, cells=cells)
         print(f"{p.name}: {seconds:.0f} s, {size / 1e6:.2f} MB" + ("" if not issues else " — " + "; ".join(issues)))
         failed |= bool(issues)
     return int(failed)

@@ -49,6 +49,11 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 RUN_TIMEOUT = float(os.environ.get("ADKIT_BROWSER_TIMEOUT", 1800))  # s per notebook; cold on 2 cores: ≤ 5 min
+# s one cell may run (the same limit as nbval's --nbval-cell-timeout in pyproject.toml): a stalled cell fails in
+# minutes, not at CI's limit
+CELL_TIMEOUT = float(os.environ.get("ADKIT_CELL_TIMEOUT", 600))
+# a cell still marked running this long after its kernel went idle never got its reply: fail at once
+IDLE_BUT_BUSY = 60.0
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXPLORERS = ("probe_explorer", "test_set_browser", "threshold_explorer")  # adkit.widgets: controls + a figure
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -237,12 +242,28 @@ def _run_all(page, lab: Lab, path: str) -> None:
         ".some(e => e.textContent.includes('*') || /\\d/.test(e.textContent))",
         timeout=60_000,
     )
-    deadline, quiet = time.monotonic() + RUN_TIMEOUT, 0
+    start = time.monotonic()
+    deadline, quiet = start + RUN_TIMEOUT, 0
+    last, changed, idle_since = None, start, None
     while quiet < 3:
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             pytest.fail(f"{path}: still running after {RUN_TIMEOUT:.0f} s; prompts {_prompts(page)}")
         time.sleep(2)
-        busy = any("*" in p for p in _prompts(page)) or (lab.kernel_of(path) or {}).get("execution_state") != "idle"
+        prompts = _prompts(page)
+        running = [i for i, p in enumerate(prompts) if "*" in p]
+        state = (lab.kernel_of(path) or {}).get("execution_state")
+        if prompts != last:
+            last, changed = prompts, now
+        if running and now - changed > CELL_TIMEOUT:
+            pytest.fail(f"{path}: code cell {running[0]} ran over {CELL_TIMEOUT:.0f} s (ADKIT_CELL_TIMEOUT)")
+        idle_since = (idle_since or now) if running and state == "idle" else None
+        if idle_since is not None and now - idle_since > IDLE_BUT_BUSY:
+            pytest.fail(
+                f"{path}: code cell {running[0]} still waits for its reply {IDLE_BUT_BUSY:.0f} s after "
+                "the kernel went idle (a lost execute_reply)"
+            )
+        busy = bool(running) or state != "idle"
         quiet = 0 if busy else quiet + 1
 
 
