@@ -257,7 +257,8 @@ def patch_seeds() -> list[str]:
         snl_minus_rd = summarize(a - b for a, b in zip(rows["RD+SNL multi-class"], rows["RD multi-class"]))
         body.append(["RD+SNL − RD, multi-class", "", interval(snl_minus_rd, 100, diff=True)])
         seeds = ", ".join(map(str, block["seeds"]))
-        out += [*table([f"{threads}, seeds {seeds}", "per seed", "mean"], body), ""]
+        trained = f"`OMP_NUM_THREADS={threads.split()[0]}`"  # the study's key: "1 thread", "2 threads"
+        out += [*table([f"trained with {trained}, seeds {seeds}", "per seed", "mean"], body), ""]
     return out[:-1]
 
 
@@ -356,7 +357,7 @@ BLOCKS: dict[str, tuple[Callable[[], list[str]], tuple[str, ...]]] = {
 def render_block(name: str, page: Path) -> str:
     """The block's Markdown, ending with a line that links the JSON it was rendered from (relative to `page`)."""
     if name not in BLOCKS:
-        raise KeyError(f"{page.relative_to(REPO)}: no block named {name!r} (known: {', '.join(BLOCKS)})")
+        raise KeyError(f"{page}: no block named {name!r} (known: {', '.join(BLOCKS)})")
     fn, sources = BLOCKS[name]
     links = ", ".join(
         f"[`{s}.json`]({os.path.relpath(RESULTS / f'{s}.json', page.parent).replace(os.sep, '/')})" for s in sources
@@ -364,9 +365,15 @@ def render_block(name: str, page: Path) -> str:
     return "\n".join([*fn(), "", f"<sub>Rendered from {links} by `benchmarks/render.py`.</sub>", ""])
 
 
-def render_page(page: Path) -> str:
-    text = page.read_text(encoding="utf-8")
+def render_text(text: str, page: Path) -> str:
+    """`text` (the content of `page`) with every generated block rendered afresh; the rest is left as it is."""
+    if text.count("<!-- begin: ") != len(BLOCK.findall(text)):
+        raise ValueError(f"{page}: a '<!-- begin: NAME -->' without its '<!-- end -->'")
     return BLOCK.sub(lambda m: m.group(1) + render_block(m.group("name"), page) + m.group(4), text)
+
+
+def render_page(page: Path) -> str:
+    return render_text(page.read_text(encoding="utf-8"), page)
 
 
 def rendered_sources() -> set[str]:
