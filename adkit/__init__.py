@@ -3,8 +3,8 @@
 Submodules: backbones, data, models, losses, metrics, train, evaluate, probes, features, viz, widgets.
 """
 
-__version__ = "0.1.0"
-
-from .runtime import configure as _configure  # noqa: E402  (thread defaults, before torch loads)
+from .runtime import configure as _configure  # thread defaults, before torch loads
 
 _configure()
+
+from .config import VERSION as __version__  # noqa: E402, F401

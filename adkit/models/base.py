@@ -6,22 +6,43 @@
     scores = model.scores(out, maps) # dict of (B,) image scores; "score" read off "amap" (adkit.scoring)
     res = model.score(x)             # one forward pass: every map and every score, "score" the main one
     amap, score = model.predict(x)   # final map and main image score, no gradients
-    model.calibrate(xs)              # optional: statistics of training normals (no-op by default)
+    model.calibrate(xs)              # statistics of training normals, for a model that declares `calibration`
 
-A model that calibrates may ask the loop to keep a fraction of the training normals out of training
-(`calibration_holdout`) and calibrate on those instead: scores of images a student was fitted on are
-optimistic.
+A model that calibrates says how in `calibration` (a `Calibration`): the fraction of its training normals to
+keep out of training and calibrate on (scores of images a student was fitted on are optimistic), and whether to
+choose between those and as many fitted normals on validation data. `adkit.calibration` carries it out at the
+end of training through the one hook, `calibrate`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ..backbones import Teacher
 from ..scoring import image_score
+
+CALIBRATION_SETS = ("fitted", "held-out")  # the candidate calibration sets of a choice, in a fixed order
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a model calibrates (`ADModel.calibration`); `adkit.calibration` carries it out after training."""
+
+    holdout: float = 0.0  # fraction of the training normals kept out of training, to calibrate on (0: none)
+    # choose between the held-out normals and as many fitted ones on validation data made from held-out normals
+    choose: bool = False
+
+
+@dataclass(frozen=True)
+class CalibrationChoice:
+    """What a choice of calibration set saw: the validation AUROC of the main score per candidate set
+    (`CALIBRATION_SETS`) and the winner."""
+
+    auroc: dict[str, float]
+    chosen: str
 
 
 def is_teacher_key(name: str) -> bool:
@@ -33,13 +54,7 @@ class ADModel(nn.Module):
     """Base class: a frozen `teacher` plus trainable student parts; subclasses fill in the four methods."""
 
     name = "base"
-    calibration_holdout: float = 0.0  # fraction of training normals kept out of training, for `calibrate`
-    # `calibrate` also takes `fitted=(images, teacher features)`, as many fitted normals as are held out (the dual
-    # student's per-run choice of its calibration set)
-    calibration_needs_fitted: bool = False
-    # the fewest held-out normals `calibrate` can use; with fewer, `train.fit` holds none out (trains on every
-    # normal and calibrates on them) and says so
-    min_calibration_holdout: int = 1
+    calibration: Calibration | None = None  # None: the model needs no calibration (`calibrate` is never called)
     # `train.fit` trains in channels-last memory layout on the CPU: only where it was measured to pay (FD's
     # whole-CNN student: 1.2–1.6× per step; RD's small decoder: none — benchmarks/README.md). It changes the
     # floating-point order, so turning it on is a new training revision (`config.MODEL_REVISIONS`).
@@ -78,8 +93,12 @@ class ADModel(nn.Module):
         """Everything but the teacher (whose weights come from the backbone): parameters and buffers."""
         return {k: v for k, v in self.state_dict().items() if not is_teacher_key(k)}
 
-    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> None:
-        """Fit statistics on training normals; the base models need none."""
+    def calibrate(
+        self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, choice: CalibrationChoice | None = None
+    ) -> None:
+        """Fit statistics on normals `xs` (with their teacher features, where known). `choice`: what the choice of
+        this calibration set saw, for a model that keeps it with its weights; None where no choice was made.
+        Called by `adkit.calibration` for a model that declares `calibration`; the base models need none."""
 
     def scores(self, out: dict, maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Image scores `(B,)` of one forward pass: "score" read off "amap", "score_<k>" off each report map."""

@@ -40,14 +40,16 @@ from torch import nn
 from ..backbones import Teacher
 from ..losses import cosine_map, flat_cosine_distance, neg_log_normal
 from ..scoring import LINKS, fuse_maps, gaussian_blur, image_score, link_probability, noisy_or
-from .base import ADModel
+from .base import CALIBRATION_SETS, ADModel, Calibration, CalibrationChoice
 
 FUSIONS = ("noisy_or", "sum", "local", "semantic")
 GLOBAL_TOKENS = (None, "cls", "mean")
 LOCAL_TRAIN = ("flat", "map")
 BRANCHES = ("local", "semantic")
 CALIB_CHOICES = (None, "validation")
-CALIB_SETS = ("fitted", "held-out")  # the value of the buffer `calib_chosen` indexes this
+# `calib_chosen` indexes CALIBRATION_SETS; CALIB_SETS, its name here before, is imported by
+# benchmarks/dual_calib_choice.py (an alias, to go)
+CALIB_SETS = CALIBRATION_SETS
 SCALE_FLOOR = 1e-6
 
 
@@ -83,7 +85,7 @@ class DualConfig:
     calib_holdout: float = 0.4
     # which normals calibrate, when some are held out (with calib_holdout = 0 there is nothing to choose:
     # fitted ones). "validation" (our construction; the default since revision 5): every other held-out normal
-    # becomes synthetic-defect validation data (`adkit.validation.synthetic_defects`), and the run keeps
+    # becomes synthetic-defect validation data (`adkit.data.synthetic.synthetic_defects`), and the run keeps
     # whichever set gives the higher validation AUROC of its main score: the other held-out normals, or as many
     # of the fitted ones (ties: the fitted ones). The choice and both AUROCs are stored with the run. None: the
     # held-out normals. With fewer than 4 held-out normals (8 or fewer training images at 0.4) `train.fit` holds none
@@ -243,32 +245,23 @@ class DualStudent(ADModel):
             self.register_buffer(f"tau_{b}", torch.tensor(1.0))
             self.register_buffer(f"mean_{b}", torch.tensor(0.0))
             self.register_buffer(f"std_{b}", torch.tensor(1.0))
-        # what the choice saw: validation AUROC per candidate set, and the winner (an index of CALIB_SETS; −1 and
+        # what the choice saw: validation AUROC per candidate set, and the winner (an index of CALIBRATION_SETS; −1 and
         # NaN: no choice was made — calib_choice None, or no held-out normals)
-        self.register_buffer("calib_val_auroc", torch.full((len(CALIB_SETS),), float("nan")))
+        self.register_buffer("calib_val_auroc", torch.full((len(CALIBRATION_SETS),), float("nan")))
         self.register_buffer("calib_chosen", torch.tensor(-1))
 
     @property
-    def calibration_holdout(self) -> float:
-        return self.config.calib_holdout
-
-    @property
-    def calibration_needs_fitted(self) -> bool:
-        """Whether `calibrate` also wants fitted normals (`calib_choice="validation"`): `train.fit` then passes
-        as many of them as it holds out, drawn at random."""
-        return self.config.calib_choice == "validation"
-
-    @property
-    def min_calibration_holdout(self) -> int:
-        """The choice splits the held-out normals in two and needs at least two in each half."""
-        return 4 if self.config.calib_choice == "validation" else 1
+    def calibration(self) -> Calibration:
+        """Held-out normals calibrate (`calib_holdout`), or, with `calib_choice="validation"`, whichever of them
+        and as many fitted ones scores validation data made from held-out normals better (`adkit.calibration`)."""
+        return Calibration(self.config.calib_holdout, choose=self.config.calib_choice == "validation")
 
     @property
     def calibration_chosen(self) -> str | None:
         """The calibration set this run chose (`calib_choice="validation"`): "fitted" or "held-out"; None where
         no choice was made."""
         i = int(self.calib_chosen)
-        return CALIB_SETS[i] if i >= 0 else None
+        return CALIBRATION_SETS[i] if i >= 0 else None
 
     @property
     def main_score(self) -> str:
@@ -370,64 +363,18 @@ class DualStudent(ADModel):
         self,
         xs: torch.Tensor,
         t_feats: list[torch.Tensor] | None = None,
+        choice: CalibrationChoice | None = None,
         batch_size: int = 32,
-        fitted: tuple[torch.Tensor, list[torch.Tensor] | None] | None = None,
     ) -> None:
-        """Per branch, on training normals `xs`: τ = s_q / ln 2 (q = `tau_quantile`), mean and std of the score.
-        With `calib_choice="validation"` and `fitted` `(images, teacher features or None)`, `xs` are the held-out
-        normals and `fitted` as many fitted ones: see `choose_calibration`. Without `fitted`, `xs` calibrate
-        (what `train.fit` does when it held no normals out) and no choice is recorded."""
-        if self.config.calib_choice == "validation" and fitted is not None:
-            self.choose_calibration(xs, t_feats, *fitted, batch_size=batch_size)
-            return
+        """Per branch, on normals `xs`: τ = s_q / ln 2 (q = `tau_quantile`), mean and std of the score. `choice` is
+        kept with the weights (`calib_val_auroc`, `calib_chosen`; NaN and −1 without one)."""
         self.calibrate_from(self.raw_scores_of(xs, t_feats, batch_size))
-        self.calib_val_auroc.fill_(float("nan"))
-        self.calib_chosen.fill_(-1)
-
-    @torch.no_grad()
-    def choose_calibration(
-        self,
-        held: torch.Tensor,
-        held_feats: list[torch.Tensor] | None,
-        fitted: torch.Tensor,
-        fitted_feats: list[torch.Tensor] | None,
-        batch_size: int = 32,
-    ) -> str:
-        """The calibration set chosen on this run's own validation data. The held-out normals are split in two,
-        alternately (so that each half has every class where they come sorted by class): the even positions are
-        one candidate calibration set, the odd ones become the validation set (its clean images and one
-        synthetic-defect copy per family, `adkit.validation.synthetic_defects`, seeded with 0); the other
-        candidate is as many fitted normals. Each candidate calibrates the model, the main score is computed on
-        the validation set, and the higher AUROC wins (ties: fitted). Returns the winner's name."""
-        from ..metrics import image_auroc
-        from ..validation import calibration_halves, synthetic_defects
-
-        if len(held) < self.min_calibration_holdout or len(fitted) < 1:
-            raise ValueError(
-                f"calib_choice='validation' needs at least {self.min_calibration_holdout} held-out normals and "
-                f"some fitted ones, got "
-                f"{len(held)} and {len(fitted)}: raise calib_holdout or use more training images"
-            )
-        held_cal, held_val = calibration_halves(held)
-        val = synthetic_defects(held_val, ["val"] * len(held_val), seed=0)
-        raw_val = self.raw_scores_of(val["image"], None, batch_size)  # damaged images: the teacher runs again
-        k = min(len(held_cal), len(fitted))
-        fitted_k = None if fitted_feats is None else [t[:k] for t in fitted_feats]
-        held_cal_feats = None if held_feats is None else [calibration_halves(t)[0] for t in held_feats]
-        candidates = {
-            "fitted": self.raw_scores_of(fitted[:k], fitted_k, batch_size),
-            "held-out": self.raw_scores_of(held_cal, held_cal_feats, batch_size),
-        }
-        auroc = {}
-        for name, raw in candidates.items():
-            self.calibrate_from(raw)
-            score = self.fused_scores(raw_val)[self.main_score]
-            auroc[name] = image_auroc(score.double().numpy(), val["label"].numpy())
-        chosen = max(CALIB_SETS, key=lambda n: (auroc[n], n == "fitted"))
-        self.calibrate_from(candidates[chosen])
-        self.calib_val_auroc.copy_(torch.tensor([auroc[n] for n in CALIB_SETS]))
-        self.calib_chosen.fill_(CALIB_SETS.index(chosen))
-        return chosen
+        if choice is None:
+            self.calib_val_auroc.fill_(float("nan"))
+            self.calib_chosen.fill_(-1)
+        else:
+            self.calib_val_auroc.copy_(torch.tensor([choice.auroc[n] for n in CALIBRATION_SETS]))
+            self.calib_chosen.fill_(CALIBRATION_SETS.index(choice.chosen))
 
     @torch.no_grad()
     def calibrate_from(self, raw: dict[str, torch.Tensor]) -> None:

@@ -32,7 +32,7 @@ from ..losses import (
     spatial_loss,
 )
 from ..scoring import fuse_maps, gaussian_blur
-from .base import ADModel
+from .base import ADModel, Calibration, CalibrationChoice
 from .fd import FDConfig, ForwardDistillation
 from .rd import RDConfig, ReverseDistillation
 
@@ -197,8 +197,9 @@ class SNL(ADModel):
         return self.base.train_channels_last
 
     @property
-    def calibration_holdout(self) -> float:
-        return self.config.calib_holdout
+    def calibration(self) -> Calibration:
+        """The maps' statistics come from training normals: held-out ones with `calib_holdout`."""
+        return Calibration(self.config.calib_holdout)
 
     def _unprefixed_base_keys(self, state, prefix, *args) -> None:
         """Checkpoints written before SNL was a wrapper (adkit ≤ 0.1.0 runs) name the base's parts without
@@ -281,9 +282,15 @@ class SNL(ADModel):
         }
 
     @torch.no_grad()
-    def calibrate(self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32) -> None:
+    def calibrate(
+        self,
+        xs: torch.Tensor,
+        t_feats: list[torch.Tensor] | None = None,
+        choice: CalibrationChoice | None = None,
+        batch_size: int = 32,
+    ) -> None:
         """Mean and std of the raw local and structural maps over all pixels of training normals (those the
-        student was fitted on, or the held-out ones with `calib_holdout`)."""
+        student was fitted on, or the held-out ones with `calib_holdout`); SNL makes no choice to keep."""
         was = self.training
         self.eval()
         stats = torch.zeros(2, 3, dtype=torch.float64)  # per map: pixel count, Σ m, Σ m²

@@ -1,0 +1,129 @@
+"""The library's shape, read from its source with `ast` (nothing is imported): no import cycle among adkit's
+modules, counting imports inside functions; models import only from the layers below them; no long functions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "adkit"
+MAX_LINES = 80  # a function's lines, `def` to its last line, docstring included
+
+# argument-parser tables: one `add_argument` after another, long by nature
+EXEMPT = {"adkit.cli:build_parser"}
+# functions over MAX_LINES in files being reworked elsewhere: to split, and then to leave this list
+KNOWN_LONG = {
+    "adkit.bench:bench",
+    "adkit.demo:demo",
+    "adkit.viz:plotly_to_matplotlib",
+    "adkit.train:fit",  # next: the loop alone
+    "adkit.train:train",
+}
+# what a model file may import from adkit: the layers below models (a model knows no run, split or validation set)
+MODEL_IMPORTS = {"adkit.backbones", "adkit.config", "adkit.errors", "adkit.losses", "adkit.scoring"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The adkit modules `name` imports anywhere in its file (inside functions too); `from a import b` counts as
+    importing `a.b` where that is a module, else `a`."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for a in node.names:
+                found.add(f"{source}.{a.name}" if f"{source}.{a.name}" in known else source)
+    return {m for m in found if m in known and m != name}
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One cycle `[a, b, ..., a]` of the directed graph, or None (depth-first search, white/grey/black)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):
+    a = tmp_path / "a.py"
+    a.write_text("import os\n\ndef f():\n    from . import b\n")
+    assert imports("pkg.a", a, {"pkg.a", "pkg.b"}) == {"pkg.b"}
+    assert find_cycle({"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.c"}, "pkg.c": {"pkg.a"}}) == [
+        "pkg.a",
+        "pkg.b",
+        "pkg.c",
+        "pkg.a",
+    ]
+    assert find_cycle({"pkg.a": {"pkg.b"}, "pkg.b": set()}) is None
+
+
+def test_no_import_cycle_among_adkit_modules():
+    edges = graph()
+    assert len(edges) > 30 and "adkit.train" in edges["adkit.ablation"]  # the graph was read
+    cycle = find_cycle(edges)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_nothing_inside_adkit_imports_its_front_door():
+    """`import adkit` is for users: a module that imported the package itself would tie into every export."""
+    users = sorted(name for name, deps in graph().items() if "adkit" in deps)
+    assert users == []
+
+
+def test_models_import_only_from_the_layers_below_them():
+    for name, deps in graph().items():
+        if name.startswith("adkit.models"):
+            above = {d for d in deps if not d.startswith("adkit.models")} - MODEL_IMPORTS
+            assert not above, f"{name} imports {sorted(above)}"
+
+
+def long_functions() -> dict[str, int]:
+    out = {}
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES:
+                    out[f"{name}:{node.name}"] = lines
+    return out
+
+
+def test_no_function_is_longer_than_80_lines():
+    found = long_functions()
+    new = {k: n for k, n in found.items() if k not in EXEMPT | KNOWN_LONG}
+    assert not new, f"functions over {MAX_LINES} lines (split them): {new}"
