@@ -7,6 +7,8 @@ mini's default test split) for each seed, and per class:
 - how alike the class looks to the frozen teacher: the cosine similarity of its mean pooled teacher features to
   the nearest other class and to the mean of the others (`adkit.features.class_similarity`, 20 training normals
   per class: computable before any student is trained);
+- whether the class is a texture or an object (mini's `KINDS`: random crops of a texture photograph, or a few
+  framings of one scene), which a learner also knows before training;
 - per cross-class paste (a patch of class B on class A, the donor B recorded by mini): how much of its class's
   normals it outranks, one-class minus multi-class (its "drop"), against the teacher similarity of A and B.
 
@@ -85,7 +87,10 @@ def seed_row(seed: int, sim: np.ndarray, donors: dict[str, str]) -> dict:
             if donor is not None:
                 drops.append(100 * float(a - b))
                 pair_sim.append(float(sim[idx[c], idx[donor]]))
+    from adkit.data.mini import KINDS
+
     g = np.array([gaps[c] for c in ORDER])
+    by_kind = {k: float(np.mean([gaps[c] for c in ORDER if KINDS[c] == k])) for k in ("object", "texture")}
     off = sim - np.eye(len(ORDER)) * 2  # exclude the diagonal from max
     nearest = off.max(1)
     mean_other = (sim.sum(1) - 1) / (len(ORDER) - 1)
@@ -93,6 +98,9 @@ def seed_row(seed: int, sim: np.ndarray, donors: dict[str, str]) -> dict:
         "seed": seed,
         "gap_mean": float(g.mean()),
         "gap_per_class": {c: round(gaps[c], 2) for c in ORDER},
+        "gap_objects": by_kind["object"],
+        "gap_textures": by_kind["texture"],
+        "gap_objects_minus_textures": by_kind["object"] - by_kind["texture"],
         "spearman_gap_nearest": float(spearmanr(g, nearest).statistic),
         "spearman_gap_mean_other": float(spearmanr(g, mean_other).statistic),
         "pastes": len(drops),
@@ -108,6 +116,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from adkit import backbones, data, probes
+    from adkit.data.mini import KINDS
     from adkit.features import class_similarity
     from adkit.report import summarize as interval
 
@@ -141,6 +150,10 @@ def main() -> None:
         "seeds": [r["seed"] for r in rows],
         "gap": over_seeds("gap_mean"),
         "gap_per_class": per_class,
+        "gap_objects": over_seeds("gap_objects"),
+        "gap_textures": over_seeds("gap_textures"),
+        "gap_objects_minus_textures": over_seeds("gap_objects_minus_textures"),
+        "kinds": {c: KINDS[c] for c in ORDER},
         "nearest_class": {c: ORDER[int(off[i].argmax())] for i, c in enumerate(ORDER)},
         "nearest_similarity": {c: round(float(off[i].max()), 3) for i, c in enumerate(ORDER)},
         "spearman_gap_nearest": over_seeds("spearman_gap_nearest"),
@@ -152,7 +165,15 @@ def main() -> None:
     }
     if a.write:
         Path(a.write).write_text(json.dumps(summary, indent=1) + "\n")
-    for k in ("gap", "spearman_gap_nearest", "spearman_gap_mean_other", "paste_drop_mean"):
+    for k in (
+        "gap",
+        "gap_objects",
+        "gap_textures",
+        "gap_objects_minus_textures",
+        "spearman_gap_nearest",
+        "spearman_gap_mean_other",
+        "paste_drop_mean",
+    ):
         print(k, summary[k])
     print("spearman_drop_donor_similarity", summary["spearman_drop_donor_similarity"])
 

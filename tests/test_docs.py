@@ -151,7 +151,7 @@ def lab_log_markers(text: str) -> list[str]:
     [
         "docs/methods.md",
         "docs/glossary.md",
-        pytest.param("README.md", marks=pytest.mark.xfail(strict=False, reason="README rewrite in progress")),
+        "README.md",
     ],
 )
 def test_no_lab_log_markers(name):

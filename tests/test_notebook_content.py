@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 BOX_LABELS = ("**You will learn**", "**Prerequisites**", "**Time**", "**Papers**")
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
-REWRITE_1 = pytest.mark.xfail(strict=False, reason="notebook 1 rewrite in progress")
 
 
 def _cells(path: Path) -> list[dict]:
@@ -114,12 +113,7 @@ QUESTION = re.compile(r"^\s*(\d+)\.\s+\S", re.M)
 ANSWER = re.compile(r"<details>\s*<summary>\s*Answer\s*</summary>(.*?)</details>", re.S)
 
 
-def _each_notebook_but_1_pending():
-    """Every notebook; notebook 1's case expected to fail while it is being rewritten."""
-    return [pytest.param(p, id=p.stem, marks=REWRITE_1 if p.name.startswith("01_") else ()) for p in NOTEBOOKS]
-
-
-@pytest.mark.parametrize("path", _each_notebook_but_1_pending())
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_ends_with_three_questions_with_collapsed_answers(path):
     last = _cells(path)[-1]
     text = _text(last)
@@ -162,7 +156,7 @@ SCALES = np.array([1.0, 100.0, 0.01])
 # Decimal constants of the method or of a notebook's settings that its prose may state without a cell printing
 # them. Keep it short: a measured value never belongs here.
 CONSTANTS = {
-    "01": {},
+    "01": {"0.5": "chance level of an AUROC"},
     "02": {
         "0.1", "0.3", "0.5", "0.9",  # blend weights λ of the mixup probe (LAMBDAS; SHOW_LAMBDA = 0.3)
         "1.0",  # the AUROC of a perfect ranking (0.5: chance)
@@ -239,7 +233,7 @@ def unsupported_numbers(cells: list[dict], constants=frozenset(), results: Path 
     return problems
 
 
-@pytest.mark.parametrize("path", _each_notebook_but_1_pending())
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_prose_quotes_only_numbers_it_shows(path):
     problems = unsupported_numbers(_cells(path), set(CONSTANTS[path.name[:2]]))
     assert not problems, (
@@ -287,7 +281,7 @@ def test_the_number_check_reads_results_files_and_skips_what_is_not_prose(tmp_pa
     assert unsupported_numbers([_md("Chance is 0.5.")], {"0.5"}, results=tmp_path) == []
 
 
-@pytest.mark.parametrize("path", _each_notebook_but_1_pending())
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_prose_has_no_lab_log_markers(path):
     """Dates, commit hashes, "revision N", thread counts, machine states, clock times: the checker of the docs."""
     docs = pytest.importorskip("test_docs")
