@@ -161,3 +161,44 @@ def test_fit_trains_in_the_layout_the_model_asks_for_and_gives_it_back(teacher, 
         fit(model, torch.rand(6, 3, 32, 32), iters=5, batch_size=2, progress=False, callback=look)
     assert seen == [model.train_channels_last] * 3 and seen[0] == (name in ("fd", "dual"))
     assert all(p.is_contiguous() for p in model.student_parameters())
+
+
+def test_checkpoints_follow_their_schedule_and_a_stop_signal_writes_one_at_once(tmp_path, teacher, monkeypatch):
+    """Every `every` steps and at the end; with `minutes=0` after every step; SIGINT during a step lets the step
+    finish, writes a checkpoint and raises `Interrupted`, and the same call again finishes the run."""
+    import os
+    import signal
+
+    from adkit import models
+    from adkit.loop import Checkpoints, Interrupted, fit
+
+    written, real_save = [], checkpoint.save
+
+    def save(path, state, info, *rest):
+        written.append(info["step"])
+        real_save(path, state, info, *rest)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    handler = signal.getsignal(signal.SIGINT)
+    x = torch.rand(4, 3, 32, 32)
+
+    def run(plan, callback=None):
+        torch.manual_seed(0)
+        return fit(models.create("rd", teacher=teacher), x, 7, 2, checkpoints=plan, progress=False, callback=callback)
+
+    run(Checkpoints(tmp_path / "a.safetensors", every=3, minutes=None))
+    assert written == [3, 6, 7]
+    written.clear()
+    run(Checkpoints(tmp_path / "b.safetensors", every=100, minutes=0))
+    assert written == [1, 2, 3, 4, 5, 6, 7]
+    written.clear()
+    plan = Checkpoints(tmp_path / "c.safetensors", every=100, minutes=None)
+
+    def interrupt(step, row):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted, match="interrupted at step 4 of 7"):
+        run(plan, interrupt)
+    assert written == [4] and signal.getsignal(signal.SIGINT) is handler  # the handler is given back
+    assert len(run(plan)) == 7 and written == [4, 7]  # resumed at step 4
