@@ -54,7 +54,8 @@ def configure() -> None:
     if "torch" in sys.modules:  # too late: OpenMP has read its settings
         return
     cpus = usable_cpus()
-    os.environ.setdefault("OMP_NUM_THREADS", str(cpus))
+    if "OMP_NUM_THREADS" not in os.environ:  # marked as ours, so that `share_cpus` may change it (a user's it keeps)
+        os.environ["OMP_NUM_THREADS"] = os.environ["ADKIT_OMP_DEFAULT"] = str(cpus)
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -83,3 +84,92 @@ def device_default():
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+# -- sharing the CPUs while a loop runs ------------------------------------------------------------------------
+#
+# Jobs started together all see an idle machine at import, so the load test above cannot help them. While a loop
+# runs, `share_cpus()` (called once per training step and per evaluation batch) watches how many threads of OTHER
+# processes are runnable (/proc/stat's procs_running minus this process's running threads, the median over about
+# a second) and sets torch's thread count to the CPUs they leave free, at least 1: two jobs on 2 CPUs run one
+# thread each instead of four threads spinning against each other. When the others go, the count returns to its
+# start (after two quiet seconds in a row). Off with ADKIT_SHARED=0, or when the user set OMP_NUM_THREADS (their
+# choice is kept), and where /proc is missing. A different thread count sums floating-point numbers in another
+# order: runs on a busy machine can differ in the last bits from runs alone, as runs with other thread counts do.
+
+_PROC_STAT = Path("/proc/stat")
+
+
+def _others_running() -> int | None:
+    """Runnable threads of other processes right now (None where /proc is not readable)."""
+    try:
+        total = next(
+            int(line.split()[1]) for line in _PROC_STAT.read_text().splitlines() if line.startswith("procs_running")
+        )
+        mine = 0
+        for task in Path("/proc/self/task").iterdir():
+            stat = (task / "stat").read_text()
+            mine += stat[stat.rindex(")") + 2] == "R"
+    except (OSError, StopIteration, ValueError):
+        return None
+    return max(0, total - mine)
+
+
+class CpuSharing:
+    """The thread count a loop should run with, decided from what other processes run (see above)."""
+
+    def __init__(self, period: float = 1.0, quiet_periods: int = 2):
+        self.period, self.quiet_periods = period, quiet_periods
+        self.enabled: bool | None = None  # decided at the first call (torch must be loaded)
+        self.start_threads = self.threads = 1
+        self.samples: list[int] = []
+        self.last = 0.0
+        self.quiet = 0
+        self.changes = 0  # how often the count changed (for tests and benchmarks)
+
+    def _setup(self) -> None:
+        import torch
+
+        env = os.environ
+        self.start_threads = self.threads = torch.get_num_threads()
+        user_set = env.get("OMP_NUM_THREADS") != env.get("ADKIT_OMP_DEFAULT")
+        off = env.get("ADKIT_SHARED", "").strip() == "0"
+        self.enabled = not (off or user_set or self.start_threads <= 1 or _others_running() is None)
+
+    def __call__(self) -> int:
+        """Sample; about once a `period`, adjust torch's threads. Returns the thread count in force."""
+        import time
+
+        if self.enabled is None:
+            self._setup()
+        if not self.enabled:
+            return self.threads
+        now = time.monotonic()
+        others = _others_running()
+        if others is not None:
+            self.samples.append(others)
+        if now - self.last < self.period or not self.samples:
+            return self.threads
+        others = sorted(self.samples)[len(self.samples) // 2]
+        self.samples.clear()
+        self.last = now
+        free = max(1, min(self.start_threads, usable_cpus() - others))
+        self.quiet = self.quiet + 1 if free > self.threads else 0
+        if free < self.threads or (free > self.threads and self.quiet >= self.quiet_periods):
+            self._set(free)
+        return self.threads
+
+    def _set(self, n: int) -> None:
+        import torch
+
+        torch.set_num_threads(n)
+        self.threads, self.quiet = n, 0
+        self.changes += 1
+
+    def restore(self) -> None:
+        """Back to the starting thread count (e.g. at the end of a loop)."""
+        if self.enabled and self.threads != self.start_threads:
+            self._set(self.start_threads)
+
+
+share_cpus = CpuSharing()

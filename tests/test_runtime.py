@@ -1,0 +1,71 @@
+"""Sharing the CPUs with other processes while a loop runs (`adkit.runtime.share_cpus`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from adkit import runtime
+
+
+@pytest.fixture
+def sharing(monkeypatch):
+    """A CpuSharing on 4 CPUs starting at 4 threads, deciding at every call, with the other processes' runnable
+    threads scripted by the test; torch's thread count restored afterwards."""
+    before = torch.get_num_threads()
+    others = {"n": 0}
+    monkeypatch.setattr(runtime, "_others_running", lambda: others["n"])
+    monkeypatch.setattr(runtime, "usable_cpus", lambda: 4)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("ADKIT_OMP_DEFAULT", "4")
+    monkeypatch.delenv("ADKIT_SHARED", raising=False)
+    torch.set_num_threads(4)
+    s = runtime.CpuSharing(period=0.0, quiet_periods=2)
+    yield s, others
+    torch.set_num_threads(before)
+
+
+def test_threads_follow_the_cpus_other_processes_leave_free(sharing):
+    s, others = sharing
+    assert s() == 4  # alone: every CPU
+    others["n"] = 3  # three busy threads elsewhere: one CPU left
+    assert s() == 1 and torch.get_num_threads() == 1
+    others["n"] = 2
+    assert s() == 1  # more room, but not yet for two quiet periods in a row
+    assert s() == 2 and torch.get_num_threads() == 2
+    others["n"] = 9  # oversubscribed: never below one thread
+    assert s() == 1
+    others["n"] = 0
+    assert [s() for _ in range(3)] == [1, 4, 4]  # back to the start, never above it
+    s.restore()
+    assert torch.get_num_threads() == 4
+
+
+def test_a_user_thread_count_and_adkit_shared_0_are_left_alone(sharing, monkeypatch):
+    s, others = sharing
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # set by the user, not by adkit's default
+    others["n"] = 3
+    assert s() == 4 and torch.get_num_threads() == 4 and not s.enabled
+    t = runtime.CpuSharing(period=0.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    monkeypatch.setenv("ADKIT_SHARED", "0")
+    assert t() == 4 and not t.enabled
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc")
+def test_other_processes_running_threads_are_counted():
+    """A busy child process shows up as at least one runnable thread of another process."""
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)
+        busy = max(runtime._others_running() for _ in range(20))
+    finally:
+        child.kill()
+        child.wait()
+    assert busy >= 1, busy
