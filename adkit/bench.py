@@ -8,7 +8,9 @@ Training *cached* draws `(x, t_feats)` from a `featcache.FeatureCache` (the teac
 step), as `train.fit` does; *uncached* runs the teacher forward in every step. Inference is what `adkit eval`
 runs, `evaluate.predict` (maps and image scores, inference mode, channels-last for CNNs on the CPU). The
 teacher alone is timed in both memory layouts and the faster counts. `infer_over_teacher` = teacher img/s /
-inference img/s: how many times slower than the teacher alone inference is. Random teacher weights by default:
+inference img/s: how many times slower than the teacher alone inference is. `contended_ratio` = the cached
+training step's time while one identical process trains beside it, over its time alone (a fair share of 2 CPUs
+between two jobs is about 2; without `runtime.share_cpus` it was several times that). Random teacher weights by default:
 speed does not depend on the values. `bench_vs_anomalib` runs anomalib's Reverse Distillation (its torch
 model, no Lightning trainer) next to adkit's in the same process.
 """
@@ -26,7 +28,7 @@ import torch
 from . import backbones, evaluate, models
 from .config import IMAGE_SIZE
 from .featcache import FeatureCache
-from .runtime import device_default
+from .runtime import device_default, share_cpus
 
 
 def _peak_rss_mb() -> float:
@@ -73,9 +75,11 @@ def bench(
     device: torch.device | None = None,
     cache_images: int | None = None,
     progress: bool = False,
+    contended: bool = True,
 ) -> dict:
     """Throughput and memory of one model; `cache_images` images (default 4 batches) fill the feature cache.
-    With `progress`, one status line per timed phase on stderr."""
+    With `progress`, one status line per timed phase on stderr; with `contended` (CPU only), also the cached
+    training step beside an identical process (`contended_ratio`)."""
     device = device or device_default()
     torch.manual_seed(0)
     teacher = backbones.create(backbone, pretrained=pretrained).to(device)
@@ -108,6 +112,7 @@ def bench(
     cache = FeatureCache(teacher, pool, budget_mb=1024, device=device, batch_size=batch_size)
 
     def cached_step():
+        share_cpus()  # as the training loop does at every step
         idx = torch.randint(0, n_cache, (batch_size,), generator=g)
         _train_step(m, opt, *cache.batch(idx))
 
@@ -139,6 +144,14 @@ def bench(
         step_s = _median_step_s(fn, steps, warmup, device)
         res[f"{name}_img_s"] = round(batch_size / step_s, 2)
         res[f"{name}_step_s"] = round(step_s, 4)
+    if contended and device.type == "cpu":
+        if progress:
+            print("bench: timing train cached beside an identical process", file=sys.stderr, flush=True)
+        with _neighbour(model, backbone, image_size, batch_size, options):
+            busy_s = _median_step_s(cached_step, steps, warmup, device)
+        share_cpus.restore()
+        res["train_cached_contended_step_s"] = round(busy_s, 4)
+        res["contended_ratio"] = round(busy_s / res["train_cached_step_s"], 2)
     cache.close()
     res["train_img_s_cached"] = res.pop("train_cached_img_s")  # the names the CLI's --json promises
     res["train_img_s_uncached"] = res.pop("train_uncached_img_s")
@@ -156,6 +169,46 @@ def bench(
     return res
 
 
+class _neighbour:
+    """An identical training loop in another process for as long as the `with` block lasts (it imports adkit, so
+    it follows the same thread policy as any adkit job). Waits until it trains before entering."""
+
+    def __init__(self, model, backbone, image_size, batch_size, options):
+        self.args = [model, backbone, image_size, batch_size, options or {}]
+
+    def __enter__(self):
+        import json
+        import subprocess
+
+        code = "import json, sys; from adkit.bench import neighbour_loop; neighbour_loop(*json.loads(sys.argv[1]))"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(self.args)], stdout=subprocess.PIPE, text=True
+        )
+        self.proc.stdout.readline()  # "training": its model is built and its first steps ran
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+def neighbour_loop(model: str, backbone: str, image_size: int, batch_size: int, options: dict) -> None:
+    """Train with cached teacher features until killed (`bench`'s contended measurement)."""
+    torch.manual_seed(1)
+    teacher = backbones.create(backbone)
+    m = models.create(model, teacher=teacher, **options)
+    opt = m.configure_optimizer()
+    pool = torch.rand(4 * batch_size, 3, image_size, image_size)
+    cache = FeatureCache(teacher, pool, budget_mb=1024, device=torch.device("cpu"), batch_size=batch_size)
+    g = torch.Generator().manual_seed(1)
+    for i in range(1_000_000):
+        share_cpus()
+        _train_step(m, opt, *cache.batch(torch.randint(0, len(pool), (batch_size,), generator=g)))
+        if i == 2:
+            print("training", flush=True)
+
+
 def format_bench(res: dict) -> str:
     lines = [
         f"{res['model']} on {res['backbone']}, {res['image_size']} px, batch {res['batch_size']}, "
@@ -170,6 +223,10 @@ def format_bench(res: dict) -> str:
     ):
         lines.append(f"  {label:34s} {res[rate]:8.1f} {res[step] * 1000:9.0f}")
     lines.append(f"  inference is {res['infer_over_teacher']:.2f}x slower than the teacher alone")
+    if "contended_ratio" in res:
+        lines.append(
+            f"  beside an identical training process a cached step takes {res['contended_ratio']:.2f}x its time alone"
+        )
     lines.append(
         f"  peak memory: {res['peak_rss_mb']:.0f} MB RSS"
         + (f", {res['peak_gpu_mb']:.0f} MB GPU" if "peak_gpu_mb" in res else "")

@@ -69,3 +69,16 @@ def test_other_processes_running_threads_are_counted():
         child.kill()
         child.wait()
     assert busy >= 1, busy
+
+
+def test_bench_reports_the_contended_ratio():
+    """`adkit bench` times the cached training step beside an identical process and reports the ratio."""
+    from adkit import bench
+
+    res = bench.bench("rd", image_size=32, batch_size=2, steps=2, warmup=1)
+    assert res["contended_ratio"] > 0 and res["train_cached_contended_step_s"] > 0
+    assert res["contended_ratio"] == pytest.approx(
+        res["train_cached_contended_step_s"] / res["train_cached_step_s"], rel=0.05
+    )
+    assert "beside an identical training process" in bench.format_bench(res)
+    assert "contended_ratio" not in bench.bench("rd", image_size=32, batch_size=2, steps=1, warmup=0, contended=False)
