@@ -1,10 +1,74 @@
 """adkit: learn and analyse multi-class visual anomaly detection with teacher-student distillation.
 
-Submodules: backbones, data, models, losses, metrics, train, evaluate, probes, features, viz, widgets.
+    import adkit
+
+    configs = adkit.protocol_configs("rd", 400, ["brick", "cat", "grass"])   # one-class and multi-class
+    run = adkit.cached_run(configs["multi-class"])                          # trained once, then reused
+    cfg, models_by_name = adkit.load_run(run)
+    res = adkit.evaluate.evaluate(run)                                     # per class, per defect, the mean
+
+The names below load on first use, so `import adkit` stays quick and loads no torch; the thread settings are
+made first (`adkit.runtime`), before anything can load it. Modules: analysis, backbones, calibration, cases,
+data, evaluate, features, losses, metrics, models, probes, report, runs, scoring, train, viz, widgets.
 """
 
 from .runtime import configure as _configure  # thread defaults, before torch loads
 
 _configure()
 
+import importlib  # noqa: E402
+
 from .config import VERSION as __version__  # noqa: E402, F401
+
+# what a notebook uses, by the module that defines it; `adkit.train` and `adkit.evaluate` are the modules
+# (their functions `train` and `evaluate` are reached through them: a name cannot be a module and a function)
+_EXPORTS = {
+    "ALL": "config",
+    "TrainConfig": "config",
+    "build_model": "train",
+    "cached_run": "train",
+    "protocol_configs": "train",
+    "run_key": "train",
+    "fit": "loop",
+    "history": "runs",
+    "load_run": "runs",
+    "predict_classes": "evaluate",
+    "score_sets": "evaluate",
+    "dual_ablation": "ablation",
+    "dual_markdown": "ablation",
+}
+_MODULES = (
+    "analysis",
+    "backbones",
+    "calibration",
+    "cases",
+    "data",
+    "evaluate",
+    "features",
+    "losses",
+    "metrics",
+    "models",
+    "probes",
+    "report",
+    "runs",
+    "scoring",
+    "train",
+    "viz",
+    "widgets",
+)
+
+__all__ = ["__version__", *_EXPORTS, *_MODULES]
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # looked up once
+        return value
+    raise AttributeError(f"module 'adkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -132,3 +132,30 @@ def test_no_function_is_longer_than_80_lines():
     found = long_functions()
     new = {k: n for k, n in found.items() if k not in EXEMPT | KNOWN_LONG}
     assert not new, f"functions over {MAX_LINES} lines (split them): {new}"
+
+
+FRONT_DOOR = """
+import os, sys
+import adkit
+assert "torch" not in sys.modules, "import adkit loaded torch"
+threads = os.environ["OMP_NUM_THREADS"]  # set by adkit, before torch
+unresolved = [n for n in adkit.__all__ if getattr(adkit, n, None) is None]
+assert not unresolved, unresolved
+from adkit import ablation, config, loop, runs, train
+assert (adkit.fit, adkit.load_run, adkit.cached_run) == (loop.fit, runs.load_run, train.cached_run)
+assert adkit.TrainConfig is config.TrainConfig and adkit.dual_markdown is ablation.dual_markdown
+import torch
+assert torch.get_num_threads() == int(threads), (torch.get_num_threads(), threads)
+"""
+
+
+def test_the_front_door_sets_threads_first_and_exposes_the_notebook_api():
+    """`import adkit` loads no torch (the CLI's help stays instant) and sets the thread count before anything
+    can; every name it lists resolves, to the same object as in its module."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", FRONT_DOOR], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
