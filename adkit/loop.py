@@ -31,6 +31,7 @@ from .config import TrainConfig
 from .errors import AdkitError, SettingsError
 from .featcache import FeatureCache
 from .models.base import ADModel
+from .runtime import share_cpus
 
 IDENTITY_KEYS = ("name", "train", "model", "config")  # what a resumed checkpoint must share with its run
 
@@ -103,6 +104,7 @@ def fit(
         net = distributed.wrap(model, device)  # the model itself for one process
         with distributed.cpu_sync_batch_norm(), contextlib.closing(bar):
             for step, batch in zip(bar, batches):
+                share_cpus()  # fewer threads while other processes keep the CPUs busy (adkit.runtime)
                 row = train_step(net, model, opt, batch, device, layout, amp, first=step == start)
                 history.append(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
@@ -110,6 +112,7 @@ def fit(
                     callback(step, row)
                 if writer is not None:
                     writer.after_step(step + 1)
+        share_cpus.restore()
         distributed.barrier()
         if writer is None:
             finish()
