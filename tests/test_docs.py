@@ -130,7 +130,7 @@ MARKERS = {
     "a revision number": r"\brevisions?\s+\d",
     "a machine state": r"\bquiet\s+machine",
     "a clock time": r"\b\d\d:\d\d\b",
-    "a machine name": r"\bfarm-bench",
+    "a timing tool": r"\b(?:/usr/bin/)?time -v\b|\bwarm-?up 0\b",
     "a thread count": rf"\b(?:\d+|{NUMBER_WORDS})[\s-]+threads?\b",
 }
 MARKER_RE = {what: re.compile(rx, re.I) for what, rx in MARKERS.items()}
@@ -174,7 +174,7 @@ def test_methods_shows_a_figure_of_each_method():
 # -- the checkers themselves ------------------------------------------------------------------------------------
 def test_the_marker_check_catches_each_kind_and_spares_plain_prose():
     log = (
-        "Measured on 2026-12-02 at 14:05, December 2026, on a quiet machine (farm-bench) with 2 threads, "
+        "Measured on 2026-12-02 at 14:05, December 2026, on a quiet machine (time -v) with 2 threads, "
         "one thread, at commit 747012e, `a1b2c3d`, training revision 5."
     )
     found = " ".join(lab_log_markers(log))
