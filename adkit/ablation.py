@@ -12,7 +12,6 @@ of mean image AUROC / pixel AUROC / AUPRO, and the cross-class cut-paste subset,
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import torch
 
 from . import calibration, checkpoint, data
 from .config import ALL, IMAGE_SIZE, TrainConfig
-from .evaluate import _jsonable, evaluate, predict_classes, score_sets, test_records
+from .evaluate import evaluate, predict_classes, score_sets, test_records
 from .models.dual import BRANCHES
 from .runs import load_run
+from .tables import jsonable, markdown_table, percent
 from .train import cached_run
 
 _CALIBRATION = {f"{k}_{b}" for k in ("tau", "mean", "std") for b in BRANCHES}
@@ -82,7 +82,7 @@ def run_ablation(
                 **({"maps": res["maps"]} if "maps" in res else {}),
             }
             print(f"{step:18s} {setting:12s} " + format_row(rows[f"{step} | {setting}"]), file=sys.stderr)
-    checkpoint.write_json(out / "ablation.json", _jsonable(rows))
+    checkpoint.write_json(out / "ablation.json", jsonable(rows))
     return rows
 
 
@@ -148,33 +148,35 @@ def _numpy(scores: dict) -> dict:
 
 
 def dual_markdown(rows: dict[str, dict[str, float]]) -> str:
+    """`dual_ablation`'s rows as a markdown table: a row per calibration, a column per score, in percent."""
     keys = list(next(iter(rows.values())))
-    lines = ["| calibration | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    lines += [f"| {name} | " + " | ".join(_pct(r[k]) for k in keys) + " |" for name, r in rows.items()]
-    return "\n".join(lines)
+    return markdown_table(["calibration", *keys], [[name, *(percent(r[k]) for k in keys)] for name, r in rows.items()])
 
 
-def _pct(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+def _cells(r: dict) -> list[str]:
+    m, cp = r["mean"], r["cut_paste_cross"] or {}
+    values = (m["image_auroc"], m["pixel_auroc"], m["aupro"], cp.get("image_auroc"), cp.get("pixel_auroc"))
+    return [percent(x) for x in values]
 
 
 def format_row(r: dict) -> str:
-    m, cp = r["mean"], r["cut_paste_cross"] or {}
-    return " | ".join(
-        _pct(x) for x in (m["image_auroc"], m["pixel_auroc"], m["aupro"], cp.get("image_auroc"), cp.get("pixel_auroc"))
-    )
+    return " | ".join(_cells(r))
+
+
+MARKDOWN_HEADER = (
+    "step",
+    "setting",
+    "image AUROC",
+    "pixel AUROC",
+    "AUPRO",
+    "cut-paste (cross) image AUROC",
+    "cut-paste (cross) pixel AUROC",
+)
 
 
 def markdown(rows: dict) -> str:
-    lines = [
-        "| step | setting | image AUROC | pixel AUROC | AUPRO | cut-paste (cross) image AUROC | "
-        "cut-paste (cross) pixel AUROC |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for key, r in rows.items():
-        step, setting = key.split(" | ")
-        lines.append(f"| {step} | {setting} | {format_row(r)} |")
-    return "\n".join(lines)
+    """`run_ablation`'s rows as a markdown table, in percent."""
+    return markdown_table(MARKDOWN_HEADER, [[*key.split(" | "), *_cells(r)] for key, r in rows.items()], left=2)
 
 
 def run_cli(a) -> int:

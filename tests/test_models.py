@@ -28,7 +28,10 @@ MAP_NAMES = {
 
 
 def test_every_model_is_covered():
+    from adkit.config import MODEL_NAMES
+
     assert set(LOSS_TERMS) == set(MAP_NAMES) == set(NAMES)
+    assert tuple(models.MODELS) == MODEL_NAMES  # the CLI's torch-free list of the registry's names
 
 
 @pytest.mark.parametrize("name", NAMES)

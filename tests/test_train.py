@@ -202,3 +202,24 @@ def test_checkpoints_follow_their_schedule_and_a_stop_signal_writes_one_at_once(
         run(plan, interrupt)
     assert written == [4] and signal.getsignal(signal.SIGINT) is handler  # the handler is given back
     assert len(run(plan)) == 7 and written == [4, 7]  # resumed at step 4
+
+
+def test_settings_read_back_are_what_was_written_and_a_wrong_type_is_refused():
+    """`TrainConfig.from_dict` takes the JSON types from the dataclass's own annotations."""
+    import json
+
+    cfg = TrainConfig(
+        root="/data/x",
+        classes=("a", "b"),
+        weights="/w.safetensors",
+        lr=0.01,
+        options={"k": 1},
+        device="cpu",
+        cache_mb=64,
+        save_minutes=2,
+    )
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert TrainConfig.from_dict({"lr": 1, "cache_mb": 0}).lr == 1  # an int where a float is asked for
+    for key, bad in (("iters", 6.0), ("iters", True), ("classes", "a,b"), ("lr", "0.1"), ("root", 3), ("options", [])):
+        with pytest.raises(SettingsError, match=f"setting '{key}' has the wrong type"):
+            TrainConfig.from_dict({key: bad}, source="s.json")

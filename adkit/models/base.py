@@ -55,9 +55,9 @@ class ADModel(nn.Module):
 
     name = "base"
     calibration: Calibration | None = None  # None: the model needs no calibration (`calibrate` is never called)
-    # `train.fit` trains in channels-last memory layout on the CPU: only where it was measured to pay (FD's
-    # whole-CNN student: 1.2–1.6× per step; RD's small decoder: none — benchmarks/README.md). It changes the
-    # floating-point order, so turning it on is a new training revision (`config.MODEL_REVISIONS`).
+    # `fit` trains in channels-last memory layout on the CPU: only where it was measured to pay (whole-CNN
+    # students, not RD's small decoder: benchmarks/README.md). It changes the floating-point order, so turning it
+    # on is a new training revision (`config.MODEL_REVISIONS`).
     train_channels_last: bool = False
     report_maps: tuple[str, ...] = ()  # maps besides "amap" that evaluation measures alone too (SNL's parts)
     report_scores: tuple[str, ...] = ()  # image scores besides "score" that evaluation reports (dual's branches)
@@ -83,11 +83,17 @@ class ADModel(nn.Module):
         raise NotImplementedError
 
     # -- shared -----------------------------------------------------------------------------------------
-    def teacher_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [f.detach() for f in self.teacher(x)]
+    def teacher_features(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The frozen teacher's features of `x`, or `t_feats` where given (a training cache's); detached."""
+        return [f.detach() for f in (self.teacher(x) if t_feats is None else t_feats)]
 
     def student_parameters(self):
         return [p for n, p in self.named_parameters() if not is_teacher_key(n)]
+
+    def parameters_to_train(self, params=None) -> list:
+        """What `configure_optimizer` optimises: `params` where given (a wrapper's, e.g. SNL's with its CRAMs),
+        else `student_parameters()`."""
+        return self.student_parameters() if params is None else params
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but the teacher (whose weights come from the backbone): parameters and buffers."""

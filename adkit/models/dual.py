@@ -39,7 +39,7 @@ from torch import nn
 
 from ..backbones import Teacher
 from ..losses import cosine_map, flat_cosine_distance, neg_log_normal
-from ..scoring import LINKS, fuse_maps, gaussian_blur, image_score, link_probability, noisy_or
+from ..scoring import BLUR_SIGMA, LINKS, fuse_maps, gaussian_blur, image_score, link_probability, noisy_or
 from .base import CALIBRATION_SETS, ADModel, Calibration, CalibrationChoice
 
 FUSIONS = ("noisy_or", "sum", "local", "semantic")
@@ -73,39 +73,31 @@ class DualConfig:
     # probabilities, objective and fusion
     link: str = "exp"  # p = 1 − exp(−s/τ) (METHODS §5); "logistic": p = σ((s − τ ln 2)/σ_s)
     # the link of the fused score at test time (None: `link`, the training objective's). A scoring choice only:
-    # the students do not depend on it. "logistic" was chosen on validation data built from training normals
-    # (benchmarks/dual_validation.py: Noisy-OR +5.3 [+3.9, +6.7] points over "exp", 3 seeds; on the students
-    # trained with local_train="map", +3.8 [+0.8, +6.8]; METHODS §8)
+    # the students do not depend on it. "logistic": chosen on validation data built from training normals
+    # (docs/results/dual_validation.json, METHODS §8)
     score_link: str | None = "logistic"
     tau_quantile: float = 0.95  # τ = s_q / ln 2: the q-quantile of the calibration normals' scores maps to p = 0.5
-    # this fraction of the training normals is kept out of training, for the calibration of τ, mean and std;
-    # 0: train on all of them and calibrate on the images the students were fitted on (revision 3's default).
-    # History: 0.2 until December 2026, then 0 on a study whose validation half held other classes than its
-    # calibration half (a flaw, docs/methods.md §8); 0.4 with the per-run choice below since revision 5
+    # this fraction of the training normals is kept out of training, for the calibration of τ, mean and std
+    # (METHODS §8); 0: train on all of them and calibrate on the images the students were fitted on
     calib_holdout: float = 0.4
-    # which normals calibrate, when some are held out (with calib_holdout = 0 there is nothing to choose:
-    # fitted ones). "validation" (our construction; the default since revision 5): every other held-out normal
-    # becomes synthetic-defect validation data (`adkit.data.synthetic.synthetic_defects`), and the run keeps
-    # whichever set gives the higher validation AUROC of its main score: the other held-out normals, or as many
-    # of the fitted ones (ties: the fitted ones). The choice and both AUROCs are stored with the run. None: the
-    # held-out normals. With fewer than 4 held-out normals (8 or fewer training images at 0.4) `train.fit` holds none
-    # out. Why per run: on class-balanced validation data mini cannot tell the two sets apart (fitted − held-out
-    # +0.6 [−1.4, +2.6]) and digits prefers held-out normals (+5.8 [+3.5, +8.1]; benchmarks/dual_validation.py,
-    # dual_semantic_validation.py). On notebooks 5 and 6's recipes (seeds 0–2) the runs kept the held-out normals
-    # on digits every time and on mini 2 of 3; against calib_holdout=0 the test Noisy-OR moved +2.2 [+0.4, +4.0]
-    # on digits and −1.5 [−7.4, +4.4] on mini (benchmarks/dual_calib_choice.py)
+    # which normals calibrate, when some are held out (with calib_holdout = 0 there is nothing to choose: the
+    # fitted ones). "validation" (our construction, `adkit.calibration`): every other held-out normal becomes
+    # synthetic-defect validation data, and the run keeps whichever set gives the higher validation AUROC of its
+    # main score: the other held-out normals, or as many fitted ones (ties: the fitted ones). The choice and both
+    # AUROCs are stored with the run. None: the held-out normals. With fewer than 4 held-out normals (8 or fewer
+    # training images at 0.4) the run holds none out. Chosen per run because neither set wins on every dataset's
+    # validation data (docs/results/dual_validation.json, dual_semantic_validation.json, dual_calib_choice.json)
     calib_choice: str | None = "validation"
     tau_train: float = 1.0  # τ (and logistic scale) of the joint objective in training; calibration comes after
     # s_D in the training objective: "map", the test-time s_D itself (`score` of the blurred local map: the mean
     # of its top 1%), so that s_D is the same statistic in training and at test time; "flat", the flattened
-    # cosine distance per group (Dinomaly's global cosine loss; the default until December 2026). "map" was
-    # chosen on validation data built from training normals: local branch +7.7 [+2.5, +12.9], Noisy-OR +8.3
-    # [+4.4, +12.3] points over "flat", 3 seeds (benchmarks/dual_local_stat.py, METHODS §5)
+    # cosine distance per group (Dinomaly's global cosine loss). "map": chosen on validation data built from
+    # training normals (docs/results/dual_local_stat.json, METHODS §5)
     local_train: str = "map"
     w_local: float = 1.0  # weight of −log(1 − p_D) in the joint objective
     w_semantic: float = 1.0  # weight of −log(1 − p_E)
     fusion: str = "noisy_or"  # the main image score: noisy_or, sum (z-scored), local or semantic
-    blur_sigma: float = 4.0  # Gaussian σ of the local map
+    blur_sigma: float = BLUR_SIGMA  # Gaussian σ of the local map (RD's)
     score: str = "topk"  # local score = mean of the map's top `top_frac` pixels (Dinomaly: top 1%)
     top_frac: float = 0.01
     lr: float = 1e-3  # AdamW for both students
@@ -206,8 +198,7 @@ class DualStudent(ADModel):
 
     name = "dual"
     report_scores = ("score_local", "score_semantic", "score_sum", "score_noisy_or")
-    # the E–E student is a whole CNN trained from pixels: channels-last on the CPU (fit) makes its forward and
-    # backward ~1.3× faster at 128 px (270 → 208 ms, batch 8, 2 threads; benchmarks/README.md); training revision 4
+    # the E–E student is a whole CNN trained from pixels: channels-last pays on the CPU (benchmarks/README.md)
     train_channels_last = True
 
     def __init__(self, teacher: Teacher, config: DualConfig = DualConfig()):
@@ -269,7 +260,7 @@ class DualStudent(ADModel):
 
     def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> dict:
         """`t_feats`/`s_feats` are the two group maps; `g_t`/`g_s` the global descriptors `(B,C)`."""
-        raw = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
+        raw = self.teacher_features(x, t_feats)
         token = None
         if self.teacher.class_token:  # the class token rides after the maps, (B,C,1,1)
             raw, token = raw[:-1], raw[-1]
@@ -388,5 +379,4 @@ class DualStudent(ADModel):
 
     def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
         c = self.config
-        params = self.student_parameters() if params is None else params
-        return torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(self.parameters_to_train(params), lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)

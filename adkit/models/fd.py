@@ -16,14 +16,14 @@ import torch
 
 from ..backbones import Teacher
 from ..losses import fd_loss, l2_map
-from ..scoring import fuse_maps, gaussian_blur
+from ..scoring import BLUR_SIGMA, fuse_maps, gaussian_blur
 from .base import ADModel
 
 
 @dataclass(frozen=True)
 class FDConfig:
     map_fusion: str = "product"  # STFPM official: product over stages
-    blur_sigma: float = 4.0  # kept equal to RD so the two compare under one post-processing
+    blur_sigma: float = BLUR_SIGMA  # RD's, so the two compare under one post-processing
     score: str = "max"
     lr: float = 0.4  # STFPM official: SGD lr 0.4, momentum 0.9, weight decay 1e-4
     momentum: float = 0.9
@@ -32,7 +32,7 @@ class FDConfig:
 
 class ForwardDistillation(ADModel):
     name = "fd"
-    train_channels_last = True  # the student is a whole CNN: 1.2–1.6× faster steps on the CPU (benchmarks/README.md)
+    train_channels_last = True  # the student is a whole CNN: faster steps on the CPU (benchmarks/README.md)
 
     def __init__(self, teacher: Teacher, config: FDConfig = FDConfig()):
         super().__init__(teacher, config)
@@ -48,7 +48,7 @@ class ForwardDistillation(ADModel):
     def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None, hook=None) -> dict:
         """`hook(stage, feature) -> feature` (optional) acts on each student stage's output before the comparison
         (the timm student runs as one piece, so it does not feed the next stage)."""
-        t_feats = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
+        t_feats = self.teacher_features(x, t_feats)
         s_feats = list(self.student((x - self.teacher.mean) / self.teacher.std))
         if hook is not None:
             s_feats = [hook(i, s) for i, s in enumerate(s_feats)]
@@ -65,5 +65,5 @@ class ForwardDistillation(ADModel):
 
     def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
         c = self.config
-        params = self.student_parameters() if params is None else params
+        params = self.parameters_to_train(params)
         return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..backbones import Teacher
 from ..losses import cosine_map, rd_loss
-from ..scoring import fuse_maps, gaussian_blur
+from ..scoring import BLUR_SIGMA, fuse_maps, gaussian_blur
 from .base import ADModel
 
 
@@ -34,7 +34,7 @@ class RDConfig:
     init: str = "auto"  # "official" (kaiming-normal fan-out convs, BN 1/0) | "torch" | "auto": official for ResNets
     width_mult: float | None = None  # bottleneck width = out/4 · width_mult; None: 2 for wide_*, 1 resnets, 2 else
     map_fusion: str = "sum"  # METHODS §2: sum over stages
-    blur_sigma: float = 4.0  # Gaussian σ = 4
+    blur_sigma: float = BLUR_SIGMA  # Gaussian σ = 4
     score: str = "max"  # image score = max of the map
     lr: float = 0.005  # Adam lr 0.005, betas (0.5, 0.999) (official train script)
     betas: tuple[float, float] = (0.5, 0.999)
@@ -199,7 +199,7 @@ class ReverseDistillation(ADModel):
             official_init(self.decoder)
 
     def forward(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None, hook=None) -> dict:
-        t_feats = self.teacher_features(x) if t_feats is None else [t.detach() for t in t_feats]
+        t_feats = self.teacher_features(x, t_feats)
         s_feats = self.decoder(self.ocbe(t_feats), hook)
         return {"t_feats": t_feats, "s_feats": s_feats, "size": tuple(x.shape[-2:])}
 
@@ -213,5 +213,4 @@ class ReverseDistillation(ADModel):
         return {"amap": gaussian_blur(local, self.config.blur_sigma), "local": local}
 
     def configure_optimizer(self, params=None) -> torch.optim.Optimizer:
-        params = self.student_parameters() if params is None else params
-        return torch.optim.Adam(params, lr=self.config.lr, betas=self.config.betas)
+        return torch.optim.Adam(self.parameters_to_train(params), lr=self.config.lr, betas=self.config.betas)

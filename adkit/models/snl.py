@@ -62,7 +62,7 @@ class SNLConfig:
     cram_kmeans_iters: int = 10  # Lloyd iterations of the centres' k-means init on the first training batch
     alpha: float = 1.0  # weight of the normalised structural map in the score
     # fraction of the training normals kept out of training and used by `calibrate` (0: calibrate on the images
-    # the student was fitted on, the default so far; benchmarks/cram_ablation.py compares the two)
+    # the student was fitted on; docs/results/cram_ablation.json compares the two)
     calib_holdout: float = 0.0
     top_frac: float = 0.01  # used when score = "topk"
 
