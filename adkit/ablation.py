@@ -101,7 +101,7 @@ def dual_ablation(
     model = models_by_name.get(ALL)
     if model is None or model.name != "dual":
         raise ValueError(f"{run_dir}: dual_ablation needs a multi-class run of the dual model")
-    train_recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
+    train_recs = data.run_records(cfg)
     images = data.load_all(data.ImageDataset(train_recs, cfg.image_size))["image"]
     # a run trained on every normal (`calib_holdout=0`, or too few images to hold any out) has no held-out
     # normals: its one calibration set is the fitted images

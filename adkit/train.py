@@ -76,7 +76,7 @@ def preflight(cfg: TrainConfig) -> tuple[list[data.Record], backbones.Teacher]:
             f"--batch-size {cfg.batch_size}: must split evenly over the {distributed.world_size()} "
             "processes torchrun started — use a multiple of --nproc_per_node × --nnodes"
         )
-    records = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
+    records = data.run_records(cfg)
     if not records:
         raise UsageError(f"--data {cfg.data}: no training images for classes {list(cfg.classes or [])}")
     try:

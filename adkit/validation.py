@@ -26,7 +26,7 @@ def held_out(cfg, holdout: float) -> dict:
     `TrainConfig`. The halves alternate because the images come sorted by class: halves that did not would hold
     different classes on a multi-class run, and a comparison of calibration sets would measure a transfer across
     classes."""
-    recs = data.load_records(cfg.data, cfg.root, "train", list(cfg.classes) if cfg.classes else None)
+    recs = data.run_records(cfg)
     images = data.load_all(data.ImageDataset(recs, cfg.image_size))["image"]
     fit_idx, held = holdout_split(len(recs), holdout, cfg.seed)
     cal_idx, val_idx = calibration_halves(held)

@@ -26,6 +26,7 @@ __all__ = [
     "default_root",
     "load",
     "load_records",
+    "run_records",
     "check",
     "load_all",
     "stack",
@@ -53,6 +54,11 @@ def load_records(
     if hasattr(mod, "prepare"):
         mod.prepare(root)
     return mod.records(root, split=split, classes=classes)
+
+
+def run_records(cfg, split: str = "train") -> list[Record]:
+    """The records of a run's settings (`TrainConfig`: its data, root and classes) in `split`."""
+    return load_records(cfg.data, cfg.root, split, list(cfg.classes) if cfg.classes else None)
 
 
 def load(
