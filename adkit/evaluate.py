@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import data, metrics, runs
 from .runs import load_run
-from .runtime import device_default
+from .runtime import device_default, share_cpus
 from .tables import jsonable, percent
 
 SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
@@ -51,6 +51,7 @@ def predict(
     # the layout switch stays outside inference mode: parameters converted inside it could not be trained again
     with channels_last(model, device) as cl, torch.inference_mode():
         for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
+            share_cpus()  # fewer threads while other processes keep the CPUs busy (adkit.runtime)
             x = images[i : i + batch_size].to(device)
             for k, v in model.score(x.contiguous(memory_format=torch.channels_last) if cl else x).items():
                 parts.setdefault(k, []).append(v.float().cpu())
