@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -118,8 +119,8 @@ def _others_running() -> int | None:
 class CpuSharing:
     """The thread count a loop should run with, decided from what other processes run (see above)."""
 
-    def __init__(self, period: float = 1.0, quiet_periods: int = 2):
-        self.period, self.quiet_periods = period, quiet_periods
+    def __init__(self, period: float = 1.0, quiet_periods: int = 2, min_samples: int = 5):
+        self.period, self.quiet_periods, self.min_samples = period, quiet_periods, min_samples
         self.enabled: bool | None = None  # decided at the first call (torch must be loaded)
         self.start_threads = self.threads = 1
         self.samples: list[int] = []
@@ -135,11 +136,11 @@ class CpuSharing:
         user_set = env.get("OMP_NUM_THREADS") != env.get("ADKIT_OMP_DEFAULT")
         off = env.get("ADKIT_SHARED", "").strip() == "0"
         self.enabled = not (off or user_set or self.start_threads <= 1 or _others_running() is None)
+        self.last = time.monotonic()  # the first decision comes after a whole period of samples
 
     def __call__(self) -> int:
-        """Sample; about once a `period`, adjust torch's threads. Returns the thread count in force."""
-        import time
-
+        """Sample; about once a `period` (and `min_samples` samples), adjust torch's threads. Returns the thread
+        count in force."""
         if self.enabled is None:
             self._setup()
         if not self.enabled:
@@ -148,7 +149,7 @@ class CpuSharing:
         others = _others_running()
         if others is not None:
             self.samples.append(others)
-        if now - self.last < self.period or not self.samples:
+        if now - self.last < self.period or len(self.samples) < self.min_samples:
             return self.threads
         others = sorted(self.samples)[len(self.samples) // 2]
         self.samples.clear()

@@ -24,7 +24,7 @@ def sharing(monkeypatch):
     monkeypatch.setenv("ADKIT_OMP_DEFAULT", "4")
     monkeypatch.delenv("ADKIT_SHARED", raising=False)
     torch.set_num_threads(4)
-    s = runtime.CpuSharing(period=0.0, quiet_periods=2)
+    s = runtime.CpuSharing(period=0.0, quiet_periods=2, min_samples=1)
     yield s, others
     torch.set_num_threads(before)
 
@@ -50,7 +50,7 @@ def test_a_user_thread_count_and_adkit_shared_0_are_left_alone(sharing, monkeypa
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # set by the user, not by adkit's default
     others["n"] = 3
     assert s() == 4 and torch.get_num_threads() == 4 and not s.enabled
-    t = runtime.CpuSharing(period=0.0)
+    t = runtime.CpuSharing(period=0.0, min_samples=1)
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     monkeypatch.setenv("ADKIT_SHARED", "0")
     assert t() == 4 and not t.enabled
