@@ -229,6 +229,52 @@ def interference_other_set() -> list[str]:
     return table([head, "image AUROC (points)"], rows)
 
 
+def interference_classes() -> list[str]:
+    res = load("interference_classes")
+    rows = [
+        [
+            "gap, mean over the 14 classes",
+            interval(res["gap"], diff=True),
+            per_seed(r["gap_mean"] for r in res["rows"]),
+        ],
+        [
+            "gap of the object classes",
+            interval(res["gap_objects"], diff=True),
+            per_seed(r["gap_objects"] for r in res["rows"]),
+        ],
+        [
+            "gap of the texture classes",
+            interval(res["gap_textures"], diff=True),
+            per_seed(r["gap_textures"] for r in res["rows"]),
+        ],
+        [
+            "objects − textures",
+            interval(res["gap_objects_minus_textures"], diff=True),
+            per_seed(r["gap_objects_minus_textures"] for r in res["rows"]),
+        ],
+        [
+            "drop of a cross-class paste",
+            interval(res["paste_drop_mean"], diff=True),
+            per_seed(r["paste_drop_mean"] for r in res["rows"]),
+        ],
+    ]
+    rho = [
+        ["class gap vs teacher similarity to its nearest class", "spearman_gap_nearest"],
+        ["class gap vs mean teacher similarity to the others", "spearman_gap_mean_other"],
+        ["paste drop vs teacher similarity of its donor class", "spearman_drop_donor_similarity"],
+    ]
+    corr = [
+        [what, interval(res[key], scale=100, diff=True), per_seed((r[key] for r in res["rows"]), scale=100)]
+        for what, key in rho
+    ]
+    seeds = ", ".join(str(x) for x in res["seeds"])
+    return [
+        *table([f"seeds {seeds}", "points, mean [95% interval]", "per seed"], rows),
+        "",
+        *table(["Spearman correlation (× 100)", "mean [95% interval]", "per seed"], corr),
+    ]
+
+
 CRAM_LABELS = {
     "val_image_auroc": "validation image AUROC",
     "val_pixel_auroc": "validation pixel AUROC",
@@ -345,6 +391,7 @@ BLOCKS: dict[str, tuple[Callable[[], list[str]], tuple[str, ...]]] = {
     "results/interference-steps": (interference_steps, ("interference_steps",)),
     "results/interference-width": (interference_width, ("interference_width",)),
     "results/interference-other-set": (interference_other_set, ("interference_other_set",)),
+    "results/interference-classes": (interference_classes, ("interference_classes",)),
     "results/cram": (cram, ("cram_ablation",)),
     "results/patch-seeds": (patch_seeds, ("patch_seeds",)),
     "results/dual-local-stat": (dual_local_stat, ("dual_local_stat",)),
