@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .runtime import share_cpus
+
 OVERFLOW = ("spill", "recompute")
 MB = 2**20
 
@@ -222,6 +224,7 @@ class FeatureCache:
         )
         start = 0
         for x in tqdm(loader, desc="teacher features", leave=False, disable=not progress):
+            share_cpus()  # fewer threads while other processes keep the CPUs busy (adkit.runtime)
             x = x.cpu()  # a tensor source may live on the GPU; storage is in host memory
             t_feats, end = self._teacher(x), start + len(x)
             x_st = _to_stored(x, self.image_dtype, start)
