@@ -90,13 +90,14 @@ def device_default():
 # -- sharing the CPUs while a loop runs ------------------------------------------------------------------------
 #
 # Jobs started together all see an idle machine at import, so the load test above cannot help them. While a loop
-# runs, `share_cpus()` (called once per training step and per evaluation batch) watches how many threads of OTHER
-# processes are runnable (/proc/stat's procs_running minus this process's running threads, the median over about
-# a second) and sets torch's thread count to the CPUs they leave free, at least 1: two jobs on 2 CPUs run one
-# thread each instead of four threads spinning against each other. When the others go, the count returns to its
-# start (after two quiet seconds in a row). Off with ADKIT_SHARED=0, or when the user set OMP_NUM_THREADS (their
-# choice is kept), and where /proc is missing. A different thread count sums floating-point numbers in another
-# order: runs on a busy machine can differ in the last bits from runs alone, as runs with other thread counts do.
+# runs, `share_cpus()` (called at every training step, evaluation batch and batch of the feature cache's teacher
+# pass) watches how many threads of OTHER processes are runnable (/proc/stat's procs_running minus this process's
+# running threads; the median over at least a second and 5 samples) and sets torch's thread count to the CPUs they
+# leave free, at least 1: two jobs on 2 CPUs run one thread each instead of four threads spinning against each
+# other. When the others go, the count returns to its start (after two quiet periods in a row). Off with
+# ADKIT_SHARED=0, or when the user set OMP_NUM_THREADS (their choice is kept), and where /proc is missing. A
+# different thread count sums floating-point numbers in another order: runs on a busy machine can differ in the
+# last bits from runs alone, as runs with other thread counts do.
 
 _PROC_STAT = Path("/proc/stat")
 
