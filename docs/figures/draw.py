@@ -246,6 +246,12 @@ def scoring_strip(ax, y, fusion: str, fuse_text: str, score_text: str, x0=2.0, l
     return s
 
 
+def feature_labels(ax, i: int, x: float, y_teacher: float, y_student: float) -> None:
+    """The `t_feats[i]` and `s_feats[i]` labels beside the arrows into stage i's comparison."""
+    for y, name, kind in ((y_teacher, "t_feats", "teacher"), (y_student, "s_feats", "student")):
+        ax.text(x + 1.0, y, f"{name}[{i}]", ha="left", va="center", fontsize=FONT - 2, color=STYLES[kind][1])
+
+
 def save(fig, name: str) -> None:
     fig.savefig(HERE / name, dpi=DPI, metadata={"Software": None})
     plt.close(fig)
@@ -287,24 +293,7 @@ def draw_rd() -> None:
         n = node(ax, e[0], mid, "1 − cos", r=3.2)
         arrow(ax, e, n)
         arrow(ax, d, n)
-        ax.text(
-            e[0] + 1.0,
-            (top - 4.3 + mid + 2.0) / 2,
-            f"t_feats[{i}]",
-            ha="left",
-            va="center",
-            fontsize=FONT - 2,
-            color=STYLES["teacher"][1],
-        )
-        ax.text(
-            e[0] + 1.0,
-            (low + 3.0 + mid - 2.0) / 2,
-            f"s_feats[{i}]",
-            ha="left",
-            va="center",
-            fontsize=FONT - 2,
-            color=STYLES["student"][1],
-        )
+        feature_labels(ax, i, e[0], (top - 4.3 + mid + 2.0) / 2, (low + 3.0 + mid - 2.0) / 2)
     ax.text(3.0, mid + 1.6, "per stage l:", ha="left", va="center", fontsize=FONT - 1, weight="bold")
     ax.text(3.0, mid - 1.6, "teacher vs its\nreconstruction", ha="left", va="center", fontsize=FONT - 1.5)
     ax.text(
@@ -346,24 +335,7 @@ def draw_fd() -> None:
         n = node(ax, e[0], mid, "‖T̂ − Ŝ‖²", r=3.6)
         arrow(ax, e, n)
         arrow(ax, st, n)
-        ax.text(
-            e[0] + 1.0,
-            (top - 4.3 + mid + 2.2) / 2,
-            f"t_feats[{i}]",
-            ha="left",
-            va="center",
-            fontsize=FONT - 2,
-            color=STYLES["teacher"][1],
-        )
-        ax.text(
-            e[0] + 1.0,
-            (low + 3.0 + mid - 2.2) / 2,
-            f"s_feats[{i}]",
-            ha="left",
-            va="center",
-            fontsize=FONT - 2,
-            color=STYLES["student"][1],
-        )
+        feature_labels(ax, i, e[0], (top - 4.3 + mid + 2.2) / 2, (low + 3.0 + mid - 2.2) / 2)
     ax.text(75.0, mid + 1.8, "per position:", ha="left", va="center", fontsize=FONT - 1, weight="bold")
     ax.text(
         75.0,
@@ -528,24 +500,7 @@ def draw_snl() -> None:
         n = box(ax, e[0], mid, 13.0, 5.0, terms[i], "ours", size=FONT - 1.5)
         arrow(ax, e, n)
         arrow(ax, c, n)
-        ax.text(
-            e[0] + 1.0,
-            (top - 2.8 + mid + 2.5) / 2,
-            f"t_feats[{i}]",
-            ha="left",
-            va="center",
-            fontsize=FONT - 2,
-            color=STYLES["teacher"][1],
-        )
-        ax.text(
-            e[0] + 1.0,
-            (cram_y + 2.0 + mid - 2.5) / 2,
-            f"s_feats[{i}]",
-            ha="left",
-            va="center",
-            fontsize=FONT - 2,
-            color=STYLES["student"][1],
-        )
+        feature_labels(ax, i, e[0], (top - 2.8 + mid + 2.5) / 2, (cram_y + 2.0 + mid - 2.5) / 2)
     ax.text(2.0, mid + 1.2, "loss per stage l", ha="left", va="center", fontsize=FONT - 1, weight="bold")
     ax.text(
         2.0,
