@@ -16,28 +16,14 @@ import numpy as np
 
 from . import checkpoint, data, models
 from .config import IMAGE_SIZE
+from .data import mini
 from .evaluate import _jsonable, evaluate
 from .train import TrainConfig, train
 
 # The demo's recipe is notebook 1's: RD one-class vs multi-class on all of mini's classes at equal compute (100
 # steps per class, batch 16, 128 px), where the interference curve (benchmarks/interference.py) shows a gap on
 # every seed; with fewer classes the gap is lost in the seed-to-seed noise.
-DEMO_CLASSES = (
-    "brick",
-    "cat",
-    "grass",
-    "cameraman",
-    "gravel",
-    "coffee",
-    "tissue",
-    "rocket",
-    "stars",
-    "moon",
-    "astronaut",
-    "motorcycle",
-    "coins",
-    "retina",
-)
+DEMO_CLASSES = mini.INTERFERENCE_ORDER
 DEMO_ITERS_ONE = 100  # per class; multi-class trains classes × this many steps (the same compute)
 DEMO_BATCH_SIZE = 16
 DEMO_IMAGE_SIZE = IMAGE_SIZE  # 64 px loses the gap (one-class RD drops to the multi-class level)
@@ -118,8 +104,6 @@ def demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    from .data import mini
-
     classes = list(mini.CLASSES) if classes in (["all"], ("all",)) else list(classes or DEMO_CLASSES)
     if quick:
         classes, iters_one, iters_multi, image_size = ["brick", "cat"], 4, 8, 64

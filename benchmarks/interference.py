@@ -30,22 +30,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ORDER = (
-    "brick",
-    "cat",
-    "grass",
-    "cameraman",
-    "gravel",
-    "coffee",
-    "tissue",
-    "rocket",
-    "stars",
-    "moon",
-    "astronaut",
-    "motorcycle",
-    "coins",
-    "retina",
-)
+from adkit.data import mini
+
+ORDER = mini.INTERFERENCE_ORDER  # 2 ⊂ 4 ⊂ 8 ⊂ 14: the curve's nested class sets
 KS = (2, 4, 8, 14)
 
 

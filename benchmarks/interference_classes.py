@@ -31,22 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ORDER = (
-    "brick",
-    "cat",
-    "grass",
-    "cameraman",
-    "gravel",
-    "coffee",
-    "tissue",
-    "rocket",
-    "stars",
-    "moon",
-    "astronaut",
-    "motorcycle",
-    "coins",
-    "retina",
-)
+from adkit.data import mini  # noqa: E402
+
+ORDER = mini.INTERFERENCE_ORDER  # notebook 1's classes, in the curve's order
 RECIPE = dict(steps_per_class=100, batch_size=16, image_size=128, backbone="efficientnet_lite0")
 
 
@@ -87,10 +74,8 @@ def seed_row(seed: int, sim: np.ndarray, donors: dict[str, str]) -> dict:
             if donor is not None:
                 drops.append(100 * float(a - b))
                 pair_sim.append(float(sim[idx[c], idx[donor]]))
-    from adkit.data.mini import KINDS
-
     g = np.array([gaps[c] for c in ORDER])
-    by_kind = {k: float(np.mean([gaps[c] for c in ORDER if KINDS[c] == k])) for k in ("object", "texture")}
+    by_kind = {k: float(np.mean([gaps[c] for c in ORDER if mini.KINDS[c] == k])) for k in ("object", "texture")}
     off = sim - np.eye(len(ORDER)) * 2  # exclude the diagonal from max
     nearest = off.max(1)
     mean_other = (sim.sum(1) - 1) / (len(ORDER) - 1)
@@ -116,7 +101,6 @@ def main() -> None:
     a = ap.parse_args()
 
     from adkit import backbones, data, probes
-    from adkit.data.mini import KINDS
     from adkit.features import class_similarity
     from adkit.report import summarize as interval
 
@@ -153,7 +137,7 @@ def main() -> None:
         "gap_objects": over_seeds("gap_objects"),
         "gap_textures": over_seeds("gap_textures"),
         "gap_objects_minus_textures": over_seeds("gap_objects_minus_textures"),
-        "kinds": {c: KINDS[c] for c in ORDER},
+        "kinds": {c: mini.KINDS[c] for c in ORDER},
         "nearest_class": {c: ORDER[int(off[i].argmax())] for i, c in enumerate(ORDER)},
         "nearest_similarity": {c: round(float(off[i].max()), 3) for i, c in enumerate(ORDER)},
         "spearman_gap_nearest": over_seeds("spearman_gap_nearest"),

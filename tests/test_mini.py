@@ -262,3 +262,9 @@ def test_random_box_and_mixup(photo):
     assert np.array_equal(mixup(photo, other, 1.0), photo) and np.array_equal(mixup(photo, other, 0.0), other)
     mid = mixup(photo, other, 0.5).astype(int)
     assert np.abs(mid - (photo.astype(int) + other) / 2).max() <= 0.5
+
+
+def test_the_interference_order_holds_every_class_once_textures_and_objects_alternating_first():
+    order = mini.INTERFERENCE_ORDER
+    assert sorted(order) == sorted(mini.CLASSES) and len(set(order)) == len(order)
+    assert [mini.KINDS[c] for c in order[:4]] == ["texture", "object", "texture", "object"]

@@ -71,6 +71,24 @@ SOURCES: dict[str, Source] = {
 }
 CLASSES: tuple[str, ...] = tuple(SOURCES)
 KINDS: dict[str, str] = {c: s.kind for c, s in SOURCES.items()}
+# Every class once, in the order the interference curve nests them (its 2, 4, 8 and 14 classes are prefixes):
+# benchmarks/interference*.py, `adkit demo` and notebook 1 train them in this order.
+INTERFERENCE_ORDER: tuple[str, ...] = (
+    "brick",
+    "cat",
+    "grass",
+    "cameraman",
+    "gravel",
+    "coffee",
+    "tissue",
+    "rocket",
+    "stars",
+    "moon",
+    "astronaut",
+    "motorcycle",
+    "coins",
+    "retina",
+)
 DEFECT_TYPES: tuple[str, ...] = ("cut_paste_cross", "cut_paste_same", "scratch", "color_spot")
 
 # jitter ranges per kind: scale, rotation (deg), centre shift (fraction of side), brightness, gamma,
