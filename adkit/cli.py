@@ -37,9 +37,9 @@ def _options(pairs: list[str] | None) -> dict:
 
 
 def _print_json(obj) -> None:
-    from .evaluate import _jsonable
+    from .tables import jsonable
 
-    print(json.dumps(_jsonable(obj), indent=None, sort_keys=True))
+    print(json.dumps(jsonable(obj), indent=None, sort_keys=True))
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -97,8 +97,9 @@ def cmd_train(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from .evaluate import _jsonable, evaluate, table
+    from .evaluate import evaluate, table
     from .runs import write_results
+    from .tables import jsonable
 
     res = evaluate(a.run, a.data, a.root, _classes(a.classes), progress=not a.json, save=False)
     if a.json:
@@ -113,7 +114,7 @@ def cmd_eval(a) -> int:
         for k, v in res.get("scores", {}).items():
             print(f"score {k:>10}: image AUROC {v['image_auroc']:.3f}")
     sys.stdout.flush()  # the results are out before the file is written: a full disk cannot lose them
-    write_results(a.run, _jsonable(res))
+    write_results(a.run, jsonable(res))
     return 0
 
 
@@ -205,6 +206,7 @@ def cmd_probe(a) -> int:
 
 def cmd_report(a) -> int:
     from . import report
+    from .tables import jsonable
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -213,7 +215,7 @@ def cmd_report(a) -> int:
     res = report.load_results(a.runs)
     rep = report.paired(res, report.load_results(a.vs)) if a.vs else report.aggregate(res)
     if a.json:
-        print(json.dumps(report.jsonable(rep), sort_keys=True, allow_nan=False))
+        print(json.dumps(jsonable(rep), sort_keys=True, allow_nan=False))
     else:
         print(report.to_markdown(rep))
         for w in rep.get("warnings", []):

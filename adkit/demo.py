@@ -17,7 +17,8 @@ import numpy as np
 from . import checkpoint, data, models
 from .config import IMAGE_SIZE
 from .data import mini
-from .evaluate import _jsonable, evaluate
+from .evaluate import evaluate
+from .tables import jsonable
 from .train import TrainConfig, train
 
 # The demo's recipe is notebook 1's: RD one-class vs multi-class on all of mini's classes at equal compute (100
@@ -189,7 +190,7 @@ def demo(
         "figures": figures,
         "total_seconds": round(time.perf_counter() - t_start, 1),
     }
-    checkpoint.write_json(out / "metrics.json", _jsonable(summary))
+    checkpoint.write_json(out / "metrics.json", jsonable(summary))
     checkpoint.atomic_write_text(out / "table.md", table + "\n")
     print(table, file=sys.stdout if echo else sys.stderr)
     print(

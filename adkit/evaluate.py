@@ -193,6 +193,3 @@ def table(res: dict, keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
         for d, row in res["defects"].items():
             lines.append(f"{d:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
     return "\n".join(lines)
-
-
-_jsonable = jsonable  # its name here before `adkit.tables`; cli.py and demo.py import it (an alias, to go)

@@ -265,19 +265,6 @@ def paired(a: Sequence[dict], b: Sequence[dict], level: float = 0.95) -> dict:
     return report
 
 
-def jsonable(obj):
-    """A copy of `obj` that `json.dumps` writes as strict JSON: nan and inf become None, numpy scalars floats."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 # -- presentation -----------------------------------------------------------------------------------------------
 def _pct(v, signed: bool) -> str:
     return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"

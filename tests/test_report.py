@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from adkit import report
+from adkit.tables import jsonable
 
 T2 = 4.302652729  # t_{0.975} with 2 degrees of freedom (n = 3 seeds)
 T1 = 12.706204736  # with 1 degree of freedom (n = 2)
@@ -250,7 +251,7 @@ def test_real_eval_format_round_trip(tmp_path):
         res["settings"] = {"run": f"s{seed}", "model": "rd", "seed": seed}
         folder = tmp_path / f"s{seed}"
         folder.mkdir()
-        (folder / "eval.json").write_text(json.dumps(evaluate._jsonable(res)))
+        (folder / "eval.json").write_text(json.dumps(jsonable(res)))
         runs.append(folder)
         means.append(res["mean"]["image_auroc"])
     rep = report.aggregate(report.load_results(runs))
