@@ -231,45 +231,27 @@ def interference_other_set() -> list[str]:
 
 def interference_classes() -> list[str]:
     res = load("interference_classes")
-    rows = [
-        [
-            "gap, mean over the 14 classes",
-            interval(res["gap"], diff=True),
-            per_seed(r["gap_mean"] for r in res["rows"]),
-        ],
-        [
-            "gap of the object classes",
-            interval(res["gap_objects"], diff=True),
-            per_seed(r["gap_objects"] for r in res["rows"]),
-        ],
-        [
-            "gap of the texture classes",
-            interval(res["gap_textures"], diff=True),
-            per_seed(r["gap_textures"] for r in res["rows"]),
-        ],
-        [
-            "objects − textures",
-            interval(res["gap_objects_minus_textures"], diff=True),
-            per_seed(r["gap_objects_minus_textures"] for r in res["rows"]),
-        ],
-        [
-            "drop of a cross-class paste",
-            interval(res["paste_drop_mean"], diff=True),
-            per_seed(r["paste_drop_mean"] for r in res["rows"]),
-        ],
-    ]
-    rho = [
-        ["class gap vs teacher similarity to its nearest class", "spearman_gap_nearest"],
-        ["class gap vs mean teacher similarity to the others", "spearman_gap_mean_other"],
-        ["paste drop vs teacher similarity of its donor class", "spearman_drop_donor_similarity"],
+
+    def row(label: str, key: str, seed_key: str | None = None, scale: float = 1.0) -> list[str]:
+        """The figure `res[key]` with its interval, then each seed's value (`rows[..][seed_key or key]`)."""
+        seeds = (r[seed_key or key] for r in res["rows"])
+        return [label, interval(res[key], scale, diff=True), per_seed(seeds, scale)]
+
+    gaps = [
+        row("gap, mean over the 14 classes", "gap", "gap_mean"),
+        row("gap of the object classes", "gap_objects"),
+        row("gap of the texture classes", "gap_textures"),
+        row("objects − textures", "gap_objects_minus_textures"),
+        row("drop of a cross-class paste", "paste_drop_mean"),
     ]
     corr = [
-        [what, interval(res[key], scale=100, diff=True), per_seed((r[key] for r in res["rows"]), scale=100)]
-        for what, key in rho
+        row("class gap vs teacher similarity to its nearest class", "spearman_gap_nearest", scale=100),
+        row("class gap vs mean teacher similarity to the others", "spearman_gap_mean_other", scale=100),
+        row("paste drop vs teacher similarity of its donor class", "spearman_drop_donor_similarity", scale=100),
     ]
     seeds = ", ".join(str(x) for x in res["seeds"])
     return [
-        *table([f"seeds {seeds}", "points, mean [95% interval]", "per seed"], rows),
+        *table([f"seeds {seeds}", "points, mean [95% interval]", "per seed"], gaps),
         "",
         *table(["Spearman correlation (× 100)", "mean [95% interval]", "per seed"], corr),
     ]
