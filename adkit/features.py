@@ -171,10 +171,10 @@ def class_similarity(teacher, images: dict[str, torch.Tensor], batch_size: int =
     device = next(iter(teacher.parameters())).device
     means = []
     for x in images.values():
-        stages = None
-        for i in range(0, len(x), batch_size):
-            t = [f.float().cpu() for f in teacher(x[i : i + batch_size].to(device))]
-            stages = t if stages is None else [torch.cat([a, b]) for a, b in zip(stages, t, strict=True)]
+        parts = [
+            [f.float().cpu() for f in teacher(x[i : i + batch_size].to(device))] for i in range(0, len(x), batch_size)
+        ]
+        stages = [torch.cat(p) for p in zip(*parts, strict=True)]
         pooled = torch.from_numpy(pooled_features({"teacher": stages, "student": stages}, "teacher"))
         means.append(F.normalize(pooled.mean(dim=0), dim=0))
     M = torch.stack(means)

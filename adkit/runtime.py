@@ -123,7 +123,7 @@ class CpuSharing:
     def __init__(self, period: float = 1.0, quiet_periods: int = 2, min_samples: int = 5):
         self.period, self.quiet_periods, self.min_samples = period, quiet_periods, min_samples
         self.enabled: bool | None = None  # decided at the first call (torch must be loaded)
-        self.start_threads = self.threads = 1
+        self.start_threads = self.threads = self.cpus = 1
         self.samples: list[int] = []
         self.last = 0.0
         self.quiet = 0
@@ -134,6 +134,7 @@ class CpuSharing:
 
         env = os.environ
         self.start_threads = self.threads = torch.get_num_threads()
+        self.cpus = usable_cpus()
         user_set = env.get("OMP_NUM_THREADS") != env.get("ADKIT_OMP_DEFAULT")
         off = env.get("ADKIT_SHARED", "").strip() == "0"
         self.enabled = not (off or user_set or self.start_threads <= 1 or _others_running() is None)
@@ -155,7 +156,7 @@ class CpuSharing:
         others = sorted(self.samples)[len(self.samples) // 2]
         self.samples.clear()
         self.last = now
-        free = max(1, min(self.start_threads, usable_cpus() - others))
+        free = max(1, min(self.start_threads, self.cpus - others))
         self.quiet = self.quiet + 1 if free > self.threads else 0
         if free < self.threads or (free > self.threads and self.quiet >= self.quiet_periods):
             self._set(free)
