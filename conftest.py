@@ -3,7 +3,7 @@
 `python -m pytest` runs in parallel (pytest-xdist, `-n auto --dist loadfile` in pyproject.toml): each test
 file, and each notebook with all its cells, stays on one worker, in order. The workers share the notebooks'
 trained runs through `data/runs`: a worker that needs a run another one is training waits for it
-(`adkit.train.cached_run`), so every run is trained once whatever the order.
+(`adkit.training.cached_run`), so every run is trained once whatever the order.
 
 Each worker gets an equal share of the CPUs as its OpenMP threads, set before torch loads, and passes it on to
 what it starts (notebook kernels, `adkit` subprocesses, JupyterLab): two workers × two threads on two cores

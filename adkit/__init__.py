@@ -5,11 +5,12 @@
     configs = adkit.protocol_configs("rd", 400, ["brick", "cat", "grass"])   # one-class and multi-class
     run = adkit.cached_run(configs["multi-class"])                          # trained once, then reused
     cfg, models_by_name = adkit.load_run(run)
-    res = adkit.evaluate.evaluate(run)                                     # per class, per defect, the mean
+    res = adkit.evaluate(run)                                               # per class, per defect, the mean
 
 The names below load on first use, so `import adkit` stays quick and loads no torch; the thread settings are
 made first (`adkit.runtime`), before anything can load it. Modules: analysis, backbones, calibration, cases,
-data, evaluate, features, losses, metrics, models, probes, report, runs, scoring, train, viz, widgets.
+data, evaluation, features, losses, metrics, models, probes, report, runs, scoring, tables, training, viz,
+widgets.
 """
 
 from .runtime import configure as _configure  # thread defaults, before torch loads
@@ -20,22 +21,28 @@ import importlib  # noqa: E402
 
 from .config import VERSION as __version__  # noqa: E402, F401
 
-# what a notebook uses, by the module that defines it; `adkit.train` and `adkit.evaluate` are the modules
-# (their functions `train` and `evaluate` are reached through them: a name cannot be a module and a function)
+# what a notebook uses, by the module that defines it
 _EXPORTS = {
     "ALL": "config",
     "TrainConfig": "config",
-    "build_model": "train",
-    "cached_run": "train",
-    "protocol_configs": "train",
-    "run_key": "train",
+    "build_model": "training",
+    "cached_run": "training",
+    "protocol_configs": "training",
+    "run_key": "training",
+    "train": "training",
     "fit": "loop",
     "history": "runs",
     "load_run": "runs",
-    "predict_classes": "evaluate",
-    "score_sets": "evaluate",
+    "model_for": "runs",
+    "evaluate": "evaluation",
+    "predict_classes": "evaluation",
+    "score_sets": "evaluation",
     "dual_ablation": "ablation",
     "dual_markdown": "ablation",
+    "summarize": "report",
+    "format_difference": "report",
+    "comparison_table": "tables",
+    "results_table": "tables",
 }
 _MODULES = (
     "analysis",
@@ -43,7 +50,7 @@ _MODULES = (
     "calibration",
     "cases",
     "data",
-    "evaluate",
+    "evaluation",
     "features",
     "losses",
     "metrics",
@@ -52,7 +59,8 @@ _MODULES = (
     "report",
     "runs",
     "scoring",
-    "train",
+    "tables",
+    "training",
     "viz",
     "widgets",
 )

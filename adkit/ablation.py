@@ -19,11 +19,11 @@ import torch
 
 from . import calibration, checkpoint, data
 from .config import ALL, IMAGE_SIZE, TrainConfig
-from .evaluate import evaluate, predict_classes, score_sets, test_records
+from .evaluation import evaluate, predict_classes, score_sets, test_records
 from .models.dual import BRANCHES
 from .runs import load_run
 from .tables import jsonable, markdown_table, percent
-from .train import cached_run
+from .training import cached_run
 
 _CALIBRATION = {f"{k}_{b}" for k in ("tau", "mean", "std") for b in BRANCHES}
 

@@ -5,8 +5,8 @@ teacher alone (median of timed steps after warm-up), and peak memory.
     res["train_img_s_cached"], res["train_img_s_uncached"], res["infer_img_s"], res["infer_over_teacher"]
 
 Training *cached* draws `(x, t_feats)` from a `featcache.FeatureCache` (the teacher does not run in the
-step), as `train.fit` does; *uncached* runs the teacher forward in every step. Inference is what `adkit eval`
-runs, `evaluate.predict` (maps and image scores, inference mode, channels-last for CNNs on the CPU). The
+step), as `loop.fit` does; *uncached* runs the teacher forward in every step. Inference is what `adkit eval`
+runs, `evaluation.predict` (maps and image scores, inference mode, channels-last for CNNs on the CPU). The
 teacher alone is timed in both memory layouts and the faster counts. `infer_over_teacher` = teacher img/s /
 inference img/s: how many times slower than the teacher alone inference is. `contended_ratio` = the cached
 training step's time while one identical process trains beside it, over its time alone (a fair share of 2 CPUs
@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import backbones, evaluate, models
+from . import backbones, evaluation, models
 from .config import IMAGE_SIZE
 from .featcache import FeatureCache
 from .runtime import device_default, share_cpus
@@ -107,7 +107,7 @@ def bench(
         teacher.to(memory_format=torch.contiguous_format)
 
     def infer_step():
-        evaluate.predict(m, x, batch_size=batch_size)
+        evaluation.predict(m, x, batch_size=batch_size)
 
     cache = FeatureCache(teacher, pool, budget_mb=1024, device=device, batch_size=batch_size)
 

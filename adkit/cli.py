@@ -80,7 +80,7 @@ def cmd_train(a) -> int:
     seeds = _seeds(a.seeds)
     cfgs = [_train_config(a, seed) for seed in seeds] if seeds else [_train_config(a)]  # all checked first
     from .distributed import is_main
-    from .train import train
+    from .training import train
 
     outs = [os.path.join(a.out, f"seed{c.seed}") for c in cfgs] if seeds else [a.out]
     for cfg, out in zip(cfgs, outs):
@@ -97,15 +97,15 @@ def cmd_train(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from .evaluate import evaluate, table
+    from .evaluation import evaluate
     from .runs import write_results
-    from .tables import jsonable
+    from .tables import jsonable, results_table
 
     res = evaluate(a.run, a.data, a.root, _classes(a.classes), progress=not a.json, save=False)
     if a.json:
         _print_json(res)
     else:
-        print(table(res))
+        print(results_table(res))
         for k, v in res.get("maps", {}).items():
             print(
                 f"map {k:>8}: image AUROC {v['image_auroc']:.3f}  pixel AUROC {v['pixel_auroc']:.3f}  "

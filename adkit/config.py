@@ -27,7 +27,7 @@ ALL = "all"  # the model name of a multi-class run
 # the two equal
 MODEL_NAMES = ("rd", "fd", "rd+snl", "fd+snl", "dual")
 # A model's training revision: raised when a change of the code changes what training produces for the same
-# settings, so that cached runs (`train.cached_run`) and checkpoints of the old code are not taken for new ones.
+# settings, so that cached runs (`training.cached_run`) and checkpoints of the old code are not taken for new ones.
 # What each revision changed: CHANGELOG.md.
 MODEL_REVISIONS = {"fd": 3, "fd+snl": 3, "dual": 5}
 

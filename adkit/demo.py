@@ -7,7 +7,6 @@ evaluates them, runs the mixup probe, prints a comparison table and writes a sma
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -15,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, data, models
-from .config import IMAGE_SIZE
+from .config import IMAGE_SIZE, TrainConfig
 from .data import mini
-from .evaluate import evaluate
-from .tables import jsonable
-from .train import TrainConfig, train
+from .evaluation import evaluate
+from .tables import comparison_table, jsonable, percent
+from .training import train
 
 # The demo's recipe is notebook 1's: RD one-class vs multi-class on all of mini's classes at equal compute (100
 # steps per class, batch 16, 128 px), where the interference curve (benchmarks/interference.py) shows a gap on
@@ -28,45 +27,6 @@ DEMO_CLASSES = mini.INTERFERENCE_ORDER
 DEMO_ITERS_ONE = 100  # per class; multi-class trains classes × this many steps (the same compute)
 DEMO_BATCH_SIZE = 16
 DEMO_IMAGE_SIZE = IMAGE_SIZE  # 64 px loses the gap (one-class RD drops to the multi-class level)
-
-
-def _fmt(v) -> str:
-    return "  n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
-
-
-def comparison_table(results: dict[str, dict], keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
-    """Markdown: per class image AUROC for every run, then the means and the per-defect image AUROC."""
-    runs = list(results)
-    classes = list(next(iter(results.values()))["classes"])
-    head = "| class | " + " | ".join(runs) + " |"
-    sep = "|---|" + "---:|" * len(runs)
-    lines = ["Image AUROC (%) per class", "", head, sep]
-    for c in classes:
-        lines.append(f"| {c} | " + " | ".join(_fmt(results[r]["classes"][c]["image_auroc"]) for r in runs) + " |")
-    lines += ["", "Mean over classes (%)", "", "| metric | " + " | ".join(runs) + " |", sep]
-    for k in keys:
-        lines.append(f"| {k} | " + " | ".join(_fmt(results[r]["mean"][k]) for r in runs) + " |")
-    defects = list(next(iter(results.values()))["defects"])
-    if defects:
-        lines += ["", "Image AUROC (%) per defect type", "", "| defect | " + " | ".join(runs) + " |", sep]
-        for d in defects:
-            lines.append(f"| {d} | " + " | ".join(_fmt(results[r]["defects"][d]["image_auroc"]) for r in runs) + " |")
-    # the extra maps (SNL) and extra image scores (dual student) that `evaluate` reports, one line per run
-    for key, heading, cell in (
-        (
-            "maps",
-            "SNL maps alone, mean image AUROC / pixel AUROC (%)",
-            lambda v: f"{_fmt(v['image_auroc'])} / {_fmt(v['pixel_auroc'])}",
-        ),
-        ("scores", "Image scores of the dual student, mean image AUROC (%)", lambda v: _fmt(v["image_auroc"])),
-    ):
-        extra = {r: res[key] for r, res in results.items() if key in res}
-        if extra:
-            lines += ["", heading, ""]
-            for r, by_name in extra.items():
-                items = (f"{k.removeprefix('score_')} {cell(v)}" for k, v in by_name.items())
-                lines.append(f"- {r}: " + ", ".join(items))
-    return "\n".join(lines)
 
 
 def _save_cases(run_dir: Path, out_dir: Path, tag: str) -> list[str]:
@@ -170,7 +130,7 @@ def demo(
         lams = next(iter(probe.values()))["lambda"]
         table += "| run | " + " | ".join(f"λ={x:.2f}" for x in lams) + " |\n|---|" + "---:|" * len(lams) + "\n"
         for tag, r in probe.items():
-            table += f"| {tag} | " + " | ".join(_fmt(v) for v in r["auroc"]) + " |\n"
+            table += f"| {tag} | " + " | ".join(percent(v, 5) for v in r["auroc"]) + " |\n"
     summary = {
         "classes": classes,
         "image_size": image_size,

@@ -10,8 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# maps -> blur -> image score -> links live in adkit.scoring; re-exported here for older imports
-from .scoring import LINKS, fuse_maps, gaussian_blur, image_score, link_probability, noisy_or  # noqa: F401
+from .scoring import LINKS
 
 EPS = 1e-6
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from . import data, metrics, runs
 from .data import defects
-from .evaluate import predict
+from .evaluation import predict
 from .runs import load_run, model_for
 
 LAMBDAS = (0.1, 0.3, 0.5, 0.7, 0.9)

@@ -51,7 +51,7 @@ def evaluate_missing(runs: Iterable[str | Path], progress: bool = True, say=None
     """Evaluate each run folder that has no `eval.json` yet, as `adkit eval RUN` does (its own test set; the
     results saved in the run), and return those folders. A path that is no run folder is left to
     `load_results`, which names it. `say` (a function of one string) is told which run is being evaluated."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     todo = [Path(r) for r in runs if not _eval_path(r).is_file() and _is_run(Path(r))]
     for run in todo:

@@ -1,6 +1,6 @@
 """From anomaly maps to decisions: fuse per-stage maps, blur, read an image score off a map, turn a score
 into a probability (a link), join probabilities (Noisy-OR). Pure functions of tensors; the models' `scores`
-and `adkit.evaluate` go through these, so there is one scoring path.
+and `adkit.evaluation` go through these, so there is one scoring path.
 
     maps (per stage) -> fuse_maps -> gaussian_blur -> image_score -> link_probability -> noisy_or
 """

@@ -3,6 +3,8 @@
 percent(0.9134)                                     # "91.3"; None or NaN: "n/a"
 markdown_table(["run", "AUROC"], [["rd", "91.3"]])  # the first column left-aligned, the others right
 json.dumps(jsonable(res), allow_nan=False)          # NaN/inf anywhere (lists and dicts too) become null
+print(results_table(adkit.evaluate(run)))           # one run: per class, the mean, per defect type
+comparison_table({"one-class": a, "multi-class": b})  # several runs side by side, in markdown
 """
 
 from __future__ import annotations
@@ -43,4 +45,61 @@ def jsonable(obj):
     return obj
 
 
-__all__ = ["jsonable", "markdown_table", "percent"]
+def results_table(res: dict, keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
+    """A plain-text table: one row per class, then the mean, then one row per defect type."""
+
+    def fmt(v):
+        return percent(v, width=6)
+
+    width = max([len(c) for c in list(res["classes"]) + list(res["defects"])] + [8])
+    head = f"{'':{width}}  " + "  ".join(f"{k:>11}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for cls, row in res["classes"].items():
+        lines.append(f"{cls:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
+    lines.append("-" * len(head))
+    lines.append(f"{'mean':{width}}  " + "  ".join(f"{fmt(res['mean'][k]):>11}" for k in keys))
+    if res["defects"]:
+        lines.append("-" * len(head))
+        for d, row in res["defects"].items():
+            lines.append(f"{d:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
+    return "\n".join(lines)
+
+
+def comparison_table(results: dict[str, dict], keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
+    """Markdown: per class image AUROC for every run, then the means and the per-defect image AUROC."""
+    runs = list(results)
+    classes = list(next(iter(results.values()))["classes"])
+    head = "| class | " + " | ".join(runs) + " |"
+    sep = "|---|" + "---:|" * len(runs)
+    lines = ["Image AUROC (%) per class", "", head, sep]
+    for c in classes:
+        lines.append(f"| {c} | " + " | ".join(percent(results[r]["classes"][c]["image_auroc"], 5) for r in runs) + " |")
+    lines += ["", "Mean over classes (%)", "", "| metric | " + " | ".join(runs) + " |", sep]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(percent(results[r]["mean"][k], 5) for r in runs) + " |")
+    defects = list(next(iter(results.values()))["defects"])
+    if defects:
+        lines += ["", "Image AUROC (%) per defect type", "", "| defect | " + " | ".join(runs) + " |", sep]
+        for d in defects:
+            lines.append(
+                f"| {d} | " + " | ".join(percent(results[r]["defects"][d]["image_auroc"], 5) for r in runs) + " |"
+            )
+    # the extra maps (SNL) and extra image scores (dual student) that `evaluate` reports, one line per run
+    for key, heading, cell in (
+        (
+            "maps",
+            "SNL maps alone, mean image AUROC / pixel AUROC (%)",
+            lambda v: f"{percent(v['image_auroc'], 5)} / {percent(v['pixel_auroc'], 5)}",
+        ),
+        ("scores", "Image scores of the dual student, mean image AUROC (%)", lambda v: percent(v["image_auroc"], 5)),
+    ):
+        extra = {r: res[key] for r, res in results.items() if key in res}
+        if extra:
+            lines += ["", heading, ""]
+            for r, by_name in extra.items():
+                items = (f"{k.removeprefix('score_')} {cell(v)}" for k, v in by_name.items())
+                lines.append(f"- {r}: " + ", ".join(items))
+    return "\n".join(lines)
+
+
+__all__ = ["comparison_table", "jsonable", "markdown_table", "percent", "results_table"]

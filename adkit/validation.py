@@ -1,6 +1,6 @@
 """Validation data of a trained run, from its training normals only: its held-out normals split as training split
 them, with synthetic defects of one half (`held_out`), and predictions on such a set grouped by class for
-`adkit.evaluate.score_sets` (`by_class`). The sets themselves are made in `adkit.data.synthetic`.
+`adkit.evaluation.score_sets` (`by_class`). The sets themselves are made in `adkit.data.synthetic`.
 
     split = held_out(cfg, 0.4)                    # {"images", "fit", "cal", "val"}
     res = score_sets(by_class(predict(model, split["val"]["image"]), split["val"]))
@@ -12,10 +12,7 @@ import numpy as np
 
 from . import data
 from .data.splits import calibration_halves, holdout_split
-from .data.synthetic import semantic_set, synthetic_defects  # noqa: F401  (semantic_set: its old home, see below)
-
-# `adkit.validation.semantic_set` is imported from here by benchmarks/dual_semantic_validation.py: an alias of
-# `adkit.data.synthetic.semantic_set`, to go once that script imports it from there
+from .data.synthetic import synthetic_defects
 
 
 def held_out(cfg, holdout: float) -> dict:
@@ -35,8 +32,8 @@ def held_out(cfg, holdout: float) -> dict:
 
 
 def by_class(pred: dict[str, np.ndarray], val: dict) -> dict[str, dict]:
-    """A model's predictions on a validation set (`adkit.evaluate.predict(model, val["image"])`) split by class,
-    with the labels, masks and defect names: the `{cls: {...}}` form `adkit.evaluate.score_sets` takes."""
+    """A model's predictions on a validation set (`adkit.evaluation.predict(model, val["image"])`) split by class,
+    with the labels, masks and defect names: the `{cls: {...}}` form `adkit.evaluation.score_sets` takes."""
     cls = np.asarray(val["cls"])
     labels, masks = val["label"].numpy(), val["mask"][:, 0].numpy() > 0.5
     return {

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .cases import RELATIVE_LABEL, browser_indices, cases, f1_threshold, failures, normal_scale, relative  # noqa: F401
+from .cases import RELATIVE_LABEL, f1_threshold, normal_scale, relative
 from .config import IMAGE_SIZE
 
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from . import cases, viz
 from .data import defects
-from .evaluate import predict
+from .evaluation import predict
 from .probes import to_tensor
-from .runs import model_for  # noqa: F401  (re-exported: notebooks call widgets.model_for)
+from .runs import model_for
 
 
 # -- plain functions ------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def probe_figure(
 
 # -- live loss curve ------------------------------------------------------------------------------------
 class LiveLoss:
-    """A `callback(step, losses)` for `adkit.train.fit` that redraws the loss curve every `every` steps in
+    """A `callback(step, losses)` for `adkit.fit` that redraws the loss curve every `every` steps in
     one notebook output (updated in place), and keeps the history."""
 
     def __init__(

@@ -6,8 +6,8 @@
 Each measurement runs in its own process (peak RSS is per process): it builds the cache for N PNG files
 (written once to --data-dir, decoded by adkit.data.ImageDataset), then runs --steps training steps of RD on
 efficientnet_lite0 (embedded weights) with batches drawn by seeded random indices. `--overflow legacy` is
-the path train.fit had before the cache: every image read into one fp32 tensor, features by
-`train.fit` before the cache (fp32, `torch.cat`; `legacy_teacher_features` here). Prints one JSON line per measurement.
+the path the training loop had before the cache: every image read into one fp32 tensor, features by
+the loop before the cache (fp32, `torch.cat`; `legacy_teacher_features` here). Prints one JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def measure(a: argparse.Namespace) -> dict:
 
     from adkit import backbones, data, models
     from adkit.featcache import FeatureCache
-    from adkit.train import _batch_indices
+    from adkit.loop import batch_indices
 
     folder = Path(a.data_dir) / f"synthetic-{a.image_size}px"
     paths = sorted(folder.glob("*.png"))[: a.n]
@@ -85,7 +85,7 @@ def measure(a: argparse.Namespace) -> dict:
     opt = model.configure_optimizer()
     rss_start = peak_rss_mb()
     t0 = time.perf_counter()
-    idx_batches = [_batch_indices(a.n, a.batch_size, 0, s) for s in range(a.steps)]
+    idx_batches = [batch_indices(a.n, a.batch_size, 0, s) for s in range(a.steps)]
     if a.overflow == "legacy":
         images = data.load_all(ds)["image"]
         t_feats = legacy_teacher_features(teacher, images)

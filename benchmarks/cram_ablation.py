@@ -3,8 +3,8 @@ training normals (issue 14, item 6; docs/methods.md §4).
 
 Each variant is multi-class RD+SNL at notebook 3's recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8,
 400 steps) trained with `calib_holdout=0.4`: 40 % of the training normals never reach the student. Half of
-those (every other one, `adkit.validation.calibration_halves`) calibrate the maps, the other half become the
-validation set (`adkit.validation.synthetic_defects`: each image clean and with one blob, blur and tint defect).
+those (every other one, `adkit.data.splits.calibration_halves`) calibrate the maps, the other half become the
+validation set (`adkit.data.synthetic.synthetic_defects`: each image clean and with one blob, blur and tint defect).
 Each run is
 scored on the validation set with two calibrations (on the held-out half, and on the images the student was
 fitted on), and — for information only, never for the choice — on mini's test set.
@@ -46,7 +46,7 @@ DEFAULT = ("residual, compact 0", "fitted")
 
 
 def config(variant: str, seed: int):
-    from adkit.train import TrainConfig
+    from adkit.config import TrainConfig
 
     return TrainConfig(
         data="mini", classes=CLASSES, setting="multi-class", model="rd+snl", backbone="efficientnet_lite0",
@@ -58,9 +58,9 @@ def config(variant: str, seed: int):
 def measure_run(variant: str, seed: int, cache: str) -> dict:
     from adkit import validation
     from adkit.config import ALL
-    from adkit.evaluate import predict, predict_classes, score_sets, test_records
+    from adkit.evaluation import predict, predict_classes, score_sets, test_records
     from adkit.runs import load_run
-    from adkit.train import cached_run
+    from adkit.training import cached_run
 
     cfg = config(variant, seed)
     run = cached_run(cfg, cache, progress=False)

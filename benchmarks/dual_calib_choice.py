@@ -39,7 +39,7 @@ def config(task: str, seed: int, variant: str):
 
 
 def train(task: str, seeds) -> None:
-    from adkit.train import cached_run
+    from adkit.training import cached_run
 
     for seed in seeds:
         for variant in VARIANTS:
@@ -47,10 +47,10 @@ def train(task: str, seeds) -> None:
 
 
 def measure() -> dict:
-    from adkit.evaluate import evaluate
-    from adkit.models.dual import CALIB_SETS
+    from adkit.evaluation import evaluate
+    from adkit.models.dual import CALIBRATION_SETS
     from adkit.runs import load_run
-    from adkit.train import cached_run
+    from adkit.training import cached_run
 
     rows = []
     for task in TASKS:
@@ -63,7 +63,7 @@ def measure() -> dict:
                 if variant == "choice":
                     model = load_run(run)[1]["all"]
                     row["chosen"] = model.calibration_chosen
-                    row["validation_auroc"] = dict(zip(CALIB_SETS, model.calib_val_auroc.tolist()))
+                    row["validation_auroc"] = dict(zip(CALIBRATION_SETS, model.calib_val_auroc.tolist()))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return {"fitted": FITTED, "seeds": list(SEEDS), "rows": rows}

@@ -43,7 +43,7 @@ def config(seed: int, local_train: str):
 
 def measure_run(seed: int, local_train: str, cache: str, run=None) -> dict:
     """One run's row; `run`: a trained run folder of this config to measure instead of `cached_run`'s."""
-    from adkit.train import cached_run
+    from adkit.training import cached_run
 
     cfg = config(seed, local_train)
     run = cached_run(cfg, cache, progress=False) if run is None else Path(run)

@@ -17,7 +17,8 @@ SEEDS = (0, 1, 2)
 
 
 def config(task: str, model: str, seed: int):
-    from adkit.train import TrainConfig, protocol_configs
+    from adkit.config import TrainConfig
+    from adkit.training import protocol_configs
 
     if task == "mini":
         common = dict(data="mini", root=None, backbone="efficientnet_lite0", image_size=128, batch_size=8, seed=seed)
@@ -29,8 +30,8 @@ def config(task: str, model: str, seed: int):
 
 
 def measure() -> dict:
-    from adkit.evaluate import evaluate
-    from adkit.train import cached_run
+    from adkit.evaluation import evaluate
+    from adkit.training import cached_run
 
     out = {}
     for task in ("mini", "digits"):

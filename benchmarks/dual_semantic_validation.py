@@ -3,7 +3,7 @@
 `dual_validation.py` chose them on synthetic local defects only; the E–E branch exists for the other kind, whole
 images of a class the detector was never trained on, and that validation set has none. Here one normal class of
 a task is held out of training (a fold), so its training images can stand in for semantic anomalies without
-touching any test set (our construction, `adkit.validation.semantic_set`):
+touching any test set (our construction, `adkit.data.synthetic.semantic_set`):
 
 * the run: the task's notebook-5 recipe on the other normal classes, trained with `calib_holdout=0.4` so that
   part of each class's normals is never fitted;
@@ -27,7 +27,7 @@ of its folds.
     python benchmarks/dual_semantic_validation.py summary --cache /tmp/semval [--json FILE]
 
 Stored results (docs/results/dual_semantic_validation.json): re-run on 2026-12-02 evening with class-balanced
-halves (`adkit.validation.calibration_halves`; before, the first half of the held-out normals calibrated and the
+halves (`adkit.data.splits.calibration_halves`; before, the first half of the held-out normals calibrated and the
 second validated, and sorted by class they held different classes), digits, both folds, seeds 0–2, 2 threads,
 runs trained by revision 4's code with `calib_holdout=0.4` and the per-run choice (revision 5's default training).
 """
@@ -64,9 +64,10 @@ def measure(task: str, fold: str, seed: int, cache: str) -> dict:
     from adkit import data, validation
     from adkit.ablation import dual_variants
     from adkit.config import ALL
-    from adkit.evaluate import predict
+    from adkit.data.synthetic import semantic_set
+    from adkit.evaluation import predict
     from adkit.runs import load_run
-    from adkit.train import cached_run
+    from adkit.training import cached_run
 
     cfg = config(task, fold, seed)
     run = cached_run(cfg, cache, progress=False)
@@ -78,7 +79,7 @@ def measure(task: str, fold: str, seed: int, cache: str) -> dict:
     normals = syn["image"][syn["label"] == 0]  # the clean copies: held-out normals never fitted nor calibrated on
     recs = data.load_records(cfg.data, cfg.root, "train", [fold])
     foreign = data.load_all(data.ImageDataset(recs, cfg.image_size))["image"]
-    sem = validation.semantic_set(normals, foreign)
+    sem = semantic_set(normals, foreign)
     rows = {}
     for name, val in (("synthetic", syn), ("semantic", sem)):
         rows[name] = dual_variants(model, validation.by_class(predict(model, val["image"]), val), calibration)

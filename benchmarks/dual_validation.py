@@ -1,7 +1,7 @@
 """The dual student's link and calibration set, chosen on validation data built from training normals (issue 14,
 item 7): notebook 5's industrial recipe (mini, brick/grass/cat/cameraman, 128 px, batch 8, 400 steps) trained
 with `calib_holdout=0.4`; half of the held-out normals calibrate, the other half become the validation set
-(`adkit.validation.synthetic_defects`). Every score (each branch, the z-scored sum, the Noisy-OR) is measured for
+(`adkit.data.synthetic.synthetic_defects`). Every score (each branch, the z-scored sum, the Noisy-OR) is measured for
 each link × calibration set on the validation set — and on mini's test set for information, never for the
 choice — from one forward pass per set (`adkit.ablation.dual_variants`).
 
@@ -13,7 +13,7 @@ calibrating on the fitted normals beat held-out ones (+8.6 [+1.4, +15.8], logist
 `calib_holdout=0` (revision 3). Those runs split the held-out normals into a first half (calibration) and a
 second half (validation); sorted by class, the halves held different classes (on mini, seed 0: brick, grass and
 5 cats against 23 cats and 25 cameraman images), a comparison across a class shift. Re-run on 2026-12-02 with
-alternating halves (`adkit.validation.calibration_halves`): logistic still beats exp, and fitted − held-out
+alternating halves (`adkit.data.splits.calibration_halves`): logistic still beats exp, and fitted − held-out
 calibration is +0.6 [−1.4, +2.6] (n.s.) on mini; on digits held-out calibration wins clearly
 (`dual_semantic_validation.py`). Since revision 5 each run chooses its calibration set itself (`calib_choice`).
 `docs/results/dual_validation.json` holds the 2026-12-02 re-run; the column "noisy_or − logistic, fitted" is
@@ -42,7 +42,7 @@ SCORES = ("local", "semantic", "sum", "noisy_or")
 
 
 def config(seed: int):
-    from adkit.train import TrainConfig
+    from adkit.config import TrainConfig
 
     return TrainConfig(
         data="mini", classes=CLASSES, setting="multi-class", model="dual", backbone="efficientnet_lite0",
@@ -57,7 +57,7 @@ def measure_variants(cfg, run, links: tuple[str, ...] = ("exp", "logistic")) -> 
     from adkit import validation
     from adkit.ablation import dual_variants
     from adkit.config import ALL
-    from adkit.evaluate import predict, predict_classes, test_records
+    from adkit.evaluation import predict, predict_classes, test_records
     from adkit.runs import load_run
 
     _, by_name = load_run(run)
@@ -76,7 +76,7 @@ def measure_variants(cfg, run, links: tuple[str, ...] = ("exp", "logistic")) -> 
 
 
 def measure_run(seed: int, cache: str) -> dict:
-    from adkit.train import cached_run
+    from adkit.training import cached_run
 
     cfg = config(seed)
     run = cached_run(cfg, cache, progress=False)

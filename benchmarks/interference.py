@@ -121,8 +121,9 @@ def run_job(job: Job, out: Path, root: Path) -> dict:
     of each defect type against the class's normals, and 200 bootstrap AUROCs over the class's test images."""
     import numpy as np
 
-    from adkit.evaluate import evaluate
-    from adkit.train import TrainConfig, train
+    from adkit.config import TrainConfig
+    from adkit.evaluation import evaluate
+    from adkit.training import train
 
     run = out / "runs" / job.name
     stats_path = run / "stats.json"

@@ -46,8 +46,8 @@ def outranked(score: np.ndarray, label: np.ndarray) -> np.ndarray:
 def seed_row(seed: int, sim: np.ndarray, donors: dict[str, str]) -> dict:
     from scipy.stats import spearmanr
 
-    from adkit.evaluate import evaluate
-    from adkit.train import cached_run, protocol_configs
+    from adkit.evaluation import evaluate
+    from adkit.training import cached_run, protocol_configs
 
     common = dict(
         data="mini",

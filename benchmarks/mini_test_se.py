@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.resamples < 2:
         ap.error("--resamples must be at least 2")
-    from adkit.evaluate import evaluate
-    from adkit.train import cached_run, protocol_configs
+    from adkit.evaluation import evaluate
+    from adkit.training import cached_run, protocol_configs
 
     common = dict(data="mini", root=None, backbone="efficientnet_lite0", image_size=128, batch_size=8, seed=0)
     print(f"seed 0, {a.resamples} stratified bootstrap resamples of each class's test images; points of AUROC")

@@ -29,7 +29,7 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "patch_seeds.js
 
 def seed_configs(seed: int) -> dict:
     """The three runs of one seed, keyed as `LABELS`."""
-    from adkit.train import protocol_configs
+    from adkit.training import protocol_configs
 
     common = dict(data=DATA, root=ROOT, backbone=BACKBONE, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, seed=seed)
     cfgs = protocol_configs("rd", STEPS_PER_CLASS, CLASSES, **common)
@@ -50,7 +50,7 @@ def main() -> int:
 
     from adkit import data, features
     from adkit.runs import load_run
-    from adkit.train import cached_run
+    from adkit.training import cached_run
 
     test = {c: data.load_all(data.load(DATA, ROOT, "test", [c], IMAGE_SIZE)) for c in CLASSES}
     images = {c: test[c]["image"] for c in CLASSES}

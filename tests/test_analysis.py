@@ -159,7 +159,7 @@ def test_failure_items_show_maps_relative_to_the_class_normals(preds_images):
 
 
 def test_defect_table_counts_rates_and_auroc(preds_images):
-    from adkit.evaluate import score_sets
+    from adkit.evaluation import score_sets
 
     preds, _ = preds_images
     rows = {r["defect"]: r for r in analysis.defect_table(preds, 0.4)}

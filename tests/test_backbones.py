@@ -109,7 +109,7 @@ def test_cli_train_with_hub_backbone_offline_fails_fast_and_clearly(tmp_path, mv
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     t0 = time.perf_counter()  # what loading the code alone costs on this machine now (a busy one is slower)
-    subprocess.run([sys.executable, "-c", "import adkit.train"], check=True, timeout=300, env=env)
+    subprocess.run([sys.executable, "-c", "import adkit.training"], check=True, timeout=300, env=env)
     startup = time.perf_counter() - t0
     t0 = time.perf_counter()
     r = subprocess.run(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from adkit import models
-from adkit.train import fit
+from adkit.loop import fit
 
 
 def rd_map_by_hand(

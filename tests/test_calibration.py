@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from adkit import calibration, models
+from adkit.loop import fit
 from adkit.models.base import ADModel, Calibration
-from adkit.train import fit
 
 
 class TwoStatistics(ADModel):

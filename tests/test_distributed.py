@@ -62,8 +62,9 @@ def test_two_processes_compute_the_one_process_gradient(tmp_path, model):
 def test_torchrun_resumes_a_run_trains_and_rank_zero_writes(tmp_path, monkeypatch):
     import torch
 
-    import adkit.train as T
-    from adkit.train import TrainConfig, train
+    import adkit.training as T
+    from adkit.config import TrainConfig
+    from adkit.training import train
 
     root = tmp_path / "data"
     write_mvtec(root, classes=("bottle", "cable"), n_train=8)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from adkit import losses, models
-from adkit.train import fit
+from adkit import losses, models, scoring
+from adkit.loop import fit
 
 
 @pytest.fixture()
@@ -42,19 +42,19 @@ def test_exp_link_joint_objective_is_the_sum_of_distances_before_calibration(mod
 
 def test_link_is_monotone_from_zero_and_noisy_or_dominates_each_branch():
     s = torch.linspace(0, 3, 50, dtype=torch.float64)
-    for link in losses.LINKS:
-        p = losses.link_probability(s, 0.5, link, 0.2)
+    for link in scoring.LINKS:
+        p = scoring.link_probability(s, 0.5, link, 0.2)
         assert bool((p.diff() > 0).all()) and bool(((p >= 0) & (p <= 1)).all())
-        assert float(losses.link_probability(torch.tensor(0.5 * math.log(2)), 0.5, link, 0.2)) == pytest.approx(0.5)
+        assert float(scoring.link_probability(torch.tensor(0.5 * math.log(2)), 0.5, link, 0.2)) == pytest.approx(0.5)
         nll = losses.neg_log_normal(s, 0.5, link, 0.2)
         assert torch.allclose(nll, -torch.log1p(-p), rtol=1e-6)
-    assert float(losses.link_probability(torch.tensor(0.0), 0.5, "exp")) == 0.0
+    assert float(scoring.link_probability(torch.tensor(0.0), 0.5, "exp")) == 0.0
     g = torch.Generator().manual_seed(0)
     p_d, p_e = torch.rand(100, generator=g), torch.rand(100, generator=g)
-    fused = losses.noisy_or(p_d, p_e)
+    fused = scoring.noisy_or(p_d, p_e)
     assert bool((fused >= p_d).all()) and bool((fused >= p_e).all())
-    assert bool((losses.noisy_or(p_d + 0.01 * (1 - p_d), p_e) >= fused).all())  # monotone in each branch
-    assert bool((losses.noisy_or(p_d, torch.zeros(100)) == p_d).all())
+    assert bool((scoring.noisy_or(p_d + 0.01 * (1 - p_d), p_e) >= fused).all())  # monotone in each branch
+    assert bool((scoring.noisy_or(p_d, torch.zeros(100)) == p_d).all())
 
 
 def test_calibrate_sets_tau_and_it_round_trips_the_state_dict(model, teacher):
@@ -65,7 +65,7 @@ def test_calibrate_sets_tau_and_it_round_trips_the_state_dict(model, teacher):
         tau = float(getattr(model, f"tau_{b}"))
         assert tau != 1.0
         # τ = s_q / ln 2: a fraction q of the training scores sits at p ≤ 0.5
-        p = losses.link_probability(raw[b], tau)
+        p = scoring.link_probability(raw[b], tau)
         assert float((p <= 0.5 + 1e-6).float().mean()) >= model.config.tau_quantile - 1 / 8
     state = model.student_state_dict()
     assert {"tau_local", "tau_semantic", "std_local", "mean_semantic"} <= set(state)
@@ -225,7 +225,8 @@ def test_calibration_sees_only_held_out_normals(teacher, holdout, name):
 @pytest.mark.parametrize("holdout", [0.5, 0.25, 0.0])
 def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout):
     from adkit.ablation import dual_ablation, dual_markdown
-    from adkit.train import TrainConfig, train
+    from adkit.config import TrainConfig
+    from adkit.training import train
 
     cfg = TrainConfig(
         data="mvtec",
@@ -253,7 +254,7 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout)
     from adkit import data
     from adkit.config import ALL
     from adkit.data.splits import holdout_split
-    from adkit.evaluate import predict_classes, score_sets, test_records
+    from adkit.evaluation import predict_classes, score_sets, test_records
     from adkit.runs import load_run
 
     _, by_name = load_run(run)
@@ -284,7 +285,7 @@ def test_dual_ablation_recalibrates_a_trained_run(tmp_path, mvtec_root, holdout)
 
 
 def test_comparison_table_lists_each_dual_score_and_each_snl_map():
-    from adkit.demo import comparison_table
+    from adkit.tables import comparison_table
 
     def result(**extra):
         return {
@@ -323,8 +324,9 @@ def test_the_scoring_link_changes_the_fused_score_and_not_the_students(teacher):
 
 
 def test_an_option_the_teacher_cannot_take_is_a_usage_error_before_training(mvtec_root):
+    from adkit.config import TrainConfig
     from adkit.errors import UsageError
-    from adkit.train import TrainConfig, preflight
+    from adkit.training import preflight
 
     cfg = TrainConfig(data="mvtec", root=str(mvtec_root), model="dual", image_size=32, options={"global_token": "cls"})
     with pytest.raises(UsageError, match="--opt: global_token='cls'.*no class token"):
@@ -338,7 +340,7 @@ def test_noisy_or_score_ranks_as_p_and_keeps_order_where_p_rounds_to_one(teacher
     raw = {"local": torch.linspace(0.05, 0.4, 40), "semantic": torch.linspace(0.005, 0.03, 40).flip(0)}
     out = m.fused_scores(raw)
     p, score = out["p_noisy_or"], out["score_noisy_or"]
-    assert torch.allclose(p, losses.noisy_or(out["p_local"], out["p_semantic"]))
+    assert torch.allclose(p, scoring.noisy_or(out["p_local"], out["p_semantic"]))
     below = p < 1 - 1e-4  # where float32 still resolves 1 − P: the score is −log(1 − P)
     assert int(below.sum()) > 10 and torch.allclose(score[below], -torch.log1p(-p[below]), rtol=1e-3)
     assert torch.equal(torch.argsort(score[below]), torch.argsort(p[below]))  # the same ranking as P

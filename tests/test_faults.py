@@ -276,8 +276,9 @@ def test_class_names_with_dots_get_their_own_checkpoints(tmp_path, capsys):
 def test_resume_is_bit_identical_for_every_model(tmp_path, mvtec_root, monkeypatch, model):
     """Interrupted after a checkpoint, resumed: the same weights to the bit as an uninterrupted run (dropout,
     k-means init and optimizer state included)."""
-    import adkit.train as T
-    from adkit.train import TrainConfig, train
+    import adkit.training as T
+    from adkit.config import TrainConfig
+    from adkit.training import train
 
     cfg = TrainConfig(
         data="mvtec", root=str(mvtec_root), model=model, image_size=32, iters=6, batch_size=2, save_every=2, seed=3
@@ -348,7 +349,7 @@ def test_cached_run_waits_for_the_process_that_trains_it(tmp_path, mvtec_root, c
     import threading
 
     from adkit.config import TrainConfig
-    from adkit.train import cached_run, run_key
+    from adkit.training import cached_run, run_key
 
     cfg = TrainConfig(data="mvtec", root=str(mvtec_root), model="rd", image_size=32, iters=2, batch_size=4)
     cache = tmp_path / "runs"

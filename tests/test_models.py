@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adkit import losses, models
+from adkit import losses, models, scoring
 
 NAMES = sorted(models.MODELS)
 
@@ -83,7 +83,7 @@ def test_identical_features_give_zero_loss_and_zero_map():
     assert float(losses.rd_loss(feats, feats)) == pytest.approx(0, abs=1e-6)
     assert float(losses.fd_loss(feats, feats)) == pytest.approx(0, abs=1e-6)
     maps = [losses.cosine_map(f, f) for f in feats]
-    assert float(losses.fuse_maps(maps, 32).abs().max()) < 1e-6
+    assert float(scoring.fuse_maps(maps, 32).abs().max()) < 1e-6
     other = [f + torch.randn_like(f) for f in feats]
     assert float(losses.rd_loss(feats, other)) > 0.01
 
@@ -122,10 +122,10 @@ def test_stfpm_loss_has_the_official_scale():
 
 def test_blur_preserves_constants_and_spreads_peaks():
     m = torch.full((1, 1, 32, 32), 2.0)
-    assert torch.allclose(losses.gaussian_blur(m, 4.0), m, atol=1e-5)
+    assert torch.allclose(scoring.gaussian_blur(m, 4.0), m, atol=1e-5)
     p = torch.zeros(1, 1, 32, 32)
     p[0, 0, 16, 16] = 1
-    b = losses.gaussian_blur(p, 2.0)
+    b = scoring.gaussian_blur(p, 2.0)
     assert float(b.sum()) == pytest.approx(1.0, rel=1e-3) and float(b.max()) < 0.1
 
 
@@ -156,7 +156,7 @@ def test_fitted_on_constant_images_scores_them_low_and_a_changed_one_higher(name
     torch.manual_seed(0)
     model = models.create(name, teacher=teacher)
     x = torch.full((8, 3, 64, 64), 0.5) + 0.02 * torch.randn(8, 3, 64, 64)
-    from adkit.train import fit
+    from adkit.loop import fit
 
     fit(model, x, iters=60, batch_size=8, progress=False)
     normal = x[:2].clone()
@@ -229,12 +229,12 @@ def test_unknown_option_is_an_error(teacher):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_evaluate_predict_channels_last_one_forward_same_maps(name, teacher, monkeypatch):
-    """`evaluate.predict` runs CNN models channels-last on the CPU and in one forward pass per batch (the dual
+    """`evaluation.predict` runs CNN models channels-last on the CPU and in one forward pass per batch (the dual
     student's scores come from the same pass): maps and scores equal those of the plain layout, every score
     equal to the model's own `predict`, and the model's layout is given back."""
     from contextlib import contextmanager
 
-    from adkit import evaluate
+    from adkit import evaluation
 
     torch.manual_seed(0)
     model = models.create(name, teacher=teacher).eval()
@@ -243,7 +243,7 @@ def test_evaluate_predict_channels_last_one_forward_same_maps(name, teacher, mon
     x = torch.rand(5, 3, 64, 64)
     calls = []
     hook = model.register_forward_hook(lambda *a: calls.append(1))
-    fast = evaluate.predict(model, x, batch_size=2)
+    fast = evaluation.predict(model, x, batch_size=2)
     assert len(calls) == 3  # ceil(5 / 2) batches, one forward each
     hook.remove()
     assert all(p.is_contiguous() for p in model.parameters())  # layout given back
@@ -252,8 +252,8 @@ def test_evaluate_predict_channels_last_one_forward_same_maps(name, teacher, mon
     def plain(model, device):
         yield False
 
-    monkeypatch.setattr(evaluate, "channels_last", plain)
-    slow = evaluate.predict(model, x, batch_size=2)
+    monkeypatch.setattr(evaluation, "channels_last", plain)
+    slow = evaluation.predict(model, x, batch_size=2)
     assert set(fast) == set(slow)
     for k in fast:
         assert fast[k].shape == slow[k].shape

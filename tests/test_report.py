@@ -22,7 +22,7 @@ def ci(values, t=T2):
 
 
 def write_eval(folder, seed, image_auroc, brick, cat, scratch, model="rd", setting="multi-class", aupro=0.6):
-    """A run folder with an eval.json in the format adkit.evaluate writes (nan as null, counts per class)."""
+    """A run folder with an eval.json in the format adkit.evaluation writes (nan as null, counts per class)."""
     folder.mkdir(parents=True, exist_ok=True)
     res = {
         "mean": {"image_auroc": image_auroc, "pixel_auroc": 0.9, "aupro": aupro, "image_ap": None},
@@ -229,8 +229,8 @@ def test_runs_that_differ_in_more_than_the_seed_are_flagged(tmp_path):
 
 
 def test_real_eval_format_round_trip(tmp_path):
-    """eval.json as adkit.evaluate builds it (score_sets on predictions, nan -> null) aggregates cleanly."""
-    from adkit import evaluate
+    """eval.json as adkit.evaluation builds it (score_sets on predictions, nan -> null) aggregates cleanly."""
+    from adkit import evaluation
 
     rng = np.random.default_rng(0)
     runs, means = [], []
@@ -247,7 +247,7 @@ def test_real_eval_format_round_trip(tmp_path):
                 "amap": rng.random((12, 16, 16)) + mask,
                 "defect": ["good"] * 6 + ["scratch"] * 6,
             }
-        res = evaluate.score_sets(preds)
+        res = evaluation.score_sets(preds)
         res["settings"] = {"run": f"s{seed}", "model": "rd", "seed": seed}
         folder = tmp_path / f"s{seed}"
         folder.mkdir()

@@ -7,8 +7,8 @@ import torch
 
 from adkit import losses, models
 from adkit.ablation import ABLATION
+from adkit.loop import fit
 from adkit.models.snl import SNL, CentralResidualAggregation, RDSNLConfig, kmeans
-from adkit.train import fit
 
 
 @pytest.fixture(autouse=True)

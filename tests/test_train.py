@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from adkit import checkpoint
+from adkit.config import TrainConfig
 from adkit.errors import SettingsError
-from adkit.evaluate import evaluate
-from adkit.train import TrainConfig, load_run, train
+from adkit.evaluation import evaluate
+from adkit.runs import load_run
+from adkit.training import train
 
 
 def _cfg(root, **kw):
@@ -53,7 +55,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, mvtec_root, monke
     cfg = _cfg(mvtec_root, iters=6, save_every=3)
     straight = train(cfg, tmp_path / "a", progress=False)
 
-    import adkit.train as T
+    import adkit.training as T
 
     real_fit = T.fit
 
@@ -82,7 +84,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, mvtec_root, monke
 
 def test_unfinished_run_cannot_be_evaluated_and_other_settings_are_refused(tmp_path, mvtec_root, monkeypatch):
     cfg = _cfg(mvtec_root)
-    import adkit.train as T
+    import adkit.training as T
 
     real_fit = T.fit
 
@@ -125,7 +127,7 @@ def test_a_model_revision_retires_old_checkpoints_and_cache_keys(tmp_path, mvtec
     """FD's loss lost its ½ (revision 2): a run trained by the old code is refused by name, and `cached_run`
     looks for its runs under a new key, so an old cached run is never taken for a new one."""
     from adkit import config
-    from adkit.train import run_key
+    from adkit.training import run_key
 
     cfg = _cfg(mvtec_root, model="fd", iters=2, save_every=1)
     new_key, now = run_key(cfg), config.MODEL_REVISIONS["fd"]
@@ -145,7 +147,7 @@ def test_fit_trains_in_the_layout_the_model_asks_for_and_gives_it_back(teacher, 
     """FD and the dual student train channels-last on the CPU (`train_channels_last`), RD in the plain layout;
     either way the model comes out of `fit` contiguous, also when training stops with an exception."""
     from adkit import models
-    from adkit.train import fit
+    from adkit.loop import fit
 
     model = models.create(name, teacher=teacher)
     seen = []

@@ -105,7 +105,7 @@ def test_held_out_splits_the_training_normals_as_training_did(mvtec_root):
 def test_semantic_set_puts_every_normal_against_every_foreign_image():
     import numpy as np
 
-    from adkit.evaluate import score_sets
+    from adkit.evaluation import score_sets
 
     normals, foreign = _images(3), _images(5)[3:] * 0.5
     val = synthetic.semantic_set(normals, foreign)

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from adkit import cases, features, models, viz, widgets  # noqa: E402
+from adkit import cases, features, models, runs, viz, widgets  # noqa: E402
 
 
 def _preds(rng, n_good=6, n_bad=4, size=16):
@@ -47,18 +47,18 @@ def tiny_rd(teacher):
 
 def test_f1_threshold_separates_perfectly_ranked_scores():
     scores, labels = np.array([0.1, 0.2, 0.3, 0.8, 0.9]), np.array([0, 0, 0, 1, 1])
-    t = viz.f1_threshold(scores, labels)
+    t = cases.f1_threshold(scores, labels)
     assert 0.3 < t <= 0.8
     assert ((scores >= t) == labels.astype(bool)).all()
-    assert viz.f1_threshold(scores, np.zeros(5)) == float("inf")
+    assert cases.f1_threshold(scores, np.zeros(5)) == float("inf")
 
 
 def test_normal_scale_maps_normal_median_to_0_and_high_normal_peak_to_1():
     maps = np.stack([np.full((4, 4), 1.0) for _ in range(10)])
     maps[:, 0, 0] = np.arange(10) + 2.0  # peaks 2..11
-    lo, hi = viz.normal_scale(maps, q=100)
+    lo, hi = cases.normal_scale(maps, q=100)
     assert lo == 1.0 and hi == 11.0
-    rel = viz.relative(maps, (lo, hi))
+    rel = cases.relative(maps, (lo, hi))
     assert rel[0, 1, 1] == 0.0 and rel[-1, 0, 0] == 1.0
 
 
@@ -84,7 +84,7 @@ def test_browser_figure_shows_image_mask_map_and_verdict(preds_images):
 
 def test_failures_picks_high_normals_and_low_defects(preds_images):
     preds, images = preds_images
-    items = viz.failures(preds, images, n=2)
+    items = cases.failures(preds, images, n=2)
     assert len(items) == 2 * 2 * len(preds)
     p = preds["brick"]
     top_normal = int(np.argmax(np.where(p["label"] == 0, p["score"], -np.inf)))
@@ -93,7 +93,7 @@ def test_failures_picks_high_normals_and_low_defects(preds_images):
     assert {(it["vmin"], it["vmax"]) for it in items} == {(0.0, 2.0)}  # relative to each class's normals
     fig = viz.gallery(items, ncols=4)
     assert len([ax for ax in fig.axes if ax.images]) == len(items)
-    assert fig.axes[-1].get_ylabel() == viz.RELATIVE_LABEL and fig.axes[-1].get_ylim() == (0.0, 2.0)
+    assert fig.axes[-1].get_ylabel() == cases.RELATIVE_LABEL and fig.axes[-1].get_ylim() == (0.0, 2.0)
     plain = [{k: v for k, v in it.items() if k != "cbar_label"} for it in items]
     assert viz.gallery(plain).axes[-1].get_ylabel() == "anomaly score"  # a common scale without a label
     assert viz.gallery(plain, cbar_label="x").axes[-1].get_ylabel() == "x"
@@ -106,7 +106,7 @@ def test_compare_maps_grid_has_a_row_per_model(preds_images):
     preds, images = preds_images
     p = preds["cat"]
     maps = {"one-class": p["amap"][6:9], "multi-class": p["amap"][6:9] * 0.5}
-    scales = {k: viz.normal_scale(p["amap"][:6]) for k in maps}
+    scales = {k: cases.normal_scale(p["amap"][:6]) for k in maps}
     fig = viz.compare_maps(images["cat"][6:9], maps, p["mask"][6:9], ["a", "b", "c"], scales)
     assert len(fig.axes) == 3 * 3 + 1  # the grid, then one colour bar for the map rows
     assert fig.axes[0].get_title() == "a" and fig.axes[3].get_title().startswith("defect")  # row-major
@@ -172,10 +172,10 @@ def test_paste_patch_places_a_centred_square():
 
 
 def test_model_for_prefers_the_class_model():
-    assert widgets.model_for({"cat": 1, "all": 2}, "cat") == 1
-    assert widgets.model_for({"all": 2}, "cat") == 2
+    assert runs.model_for({"cat": 1, "all": 2}, "cat") == 1
+    assert runs.model_for({"all": 2}, "cat") == 2
     with pytest.raises(KeyError):
-        widgets.model_for({"brick": 1}, "cat")
+        runs.model_for({"brick": 1}, "cat")
 
 
 def test_probe_figure_and_explorers_build(tiny_rd, preds_images):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import DATA_FORMATS as FORMATS  # name -> module, each with records(), check()[, prepare()]
 from ..config import IMAGE_SIZE
+from . import mini  # the embedded default (`adkit.data.mini.KINDS`: its classes, texture or object)
 from .core import GOOD, DataError, ImageDataset, Record, data_root, load_all, stack
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "load_all",
     "stack",
     "format_module",
+    "mini",
 ]
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from . import mvtec
-from .core import GOOD, DataError, Record
+from .core import GOOD, DataError, Record, data_root
 from .defects import DEFECTS
 
 RECIPE_VERSION = 1  # bump when the generator's code changes what it draws; stored sets then rebuild
@@ -459,9 +459,7 @@ def prepare(root: str | Path | None = None, progress: bool = True) -> Path:
     A set built with another recipe (other classes, sizes, seed) is kept; after a RECIPE_VERSION bump it
     is rebuilt with its own settings.
     """
-    from . import default_root
-
-    root = default_root("mini", root)
+    root = Path(root) if root else data_root() / "mini"
     stored, _ = read_recipe(root)
     recipe = RECIPE if stored is None else replace(stored, version=RECIPE_VERSION)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checks import IMAGE_EXTS, check_splits, fail, image_files, resolve_classes  # noqa: F401 (IMAGE_EXTS: older imports)
+from .checks import check_splits, fail, image_files, resolve_classes
 from .core import GOOD, DataError, Record
 
 SPLITS = ("train", "test")

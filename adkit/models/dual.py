@@ -47,9 +47,6 @@ GLOBAL_TOKENS = (None, "cls", "mean")
 LOCAL_TRAIN = ("flat", "map")
 BRANCHES = ("local", "semantic")
 CALIB_CHOICES = (None, "validation")
-# `calib_chosen` indexes CALIBRATION_SETS; CALIB_SETS, its name here before, is imported by
-# benchmarks/dual_calib_choice.py (an alias, to go)
-CALIB_SETS = CALIBRATION_SETS
 SCALE_FLOOR = 1e-6
 
 

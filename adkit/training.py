@@ -22,7 +22,7 @@ from . import backbones, checkpoint, data, distributed, models, runs
 from .config import ALL, VERSION, TrainConfig, revision_entry
 from .errors import UsageError
 from .featcache import FeatureCache
-from .loop import Checkpoints, batch_indices, fit
+from .loop import Checkpoints, fit
 from .runtime import device_default
 
 CHECKPOINT_FORMAT = checkpoint.FORMAT  # part of a cached run's key: a new format retrains
@@ -206,9 +206,3 @@ def cached_run(cfg: TrainConfig, cache_dir: str | Path | None = None, progress: 
             return train(cfg, run, progress=progress)
         except runs.RunLocked:  # another process took the lock between the wait and `train`: wait again
             continue
-
-
-# names notebooks and benchmarks import from here (aliases, to go once they import them from their modules):
-# the run folder's readers (`adkit.runs`), the config (`adkit.config`) and the batch draw (`adkit.loop`)
-load_run, history = runs.load_run, runs.history
-_batch_indices = batch_indices  # benchmarks/cache_rss.py

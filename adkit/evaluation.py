@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import data, metrics, runs
 from .runs import load_run
 from .runtime import device_default, share_cpus
-from .tables import jsonable, percent
+from .tables import jsonable
 
 SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
 
@@ -173,23 +173,3 @@ def evaluate(
     if save:
         runs.write_results(run_dir, jsonable(res))
     return (res, preds) if return_preds else res
-
-
-def table(res: dict, keys=("image_auroc", "pixel_auroc", "aupro")) -> str:
-    """A plain-text table: one row per class, then the mean, then one row per defect type."""
-
-    def fmt(v):
-        return percent(v, width=6)
-
-    width = max([len(c) for c in list(res["classes"]) + list(res["defects"])] + [8])
-    head = f"{'':{width}}  " + "  ".join(f"{k:>11}" for k in keys)
-    lines = [head, "-" * len(head)]
-    for cls, row in res["classes"].items():
-        lines.append(f"{cls:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
-    lines.append("-" * len(head))
-    lines.append(f"{'mean':{width}}  " + "  ".join(f"{fmt(res['mean'][k]):>11}" for k in keys))
-    if res["defects"]:
-        lines.append("-" * len(head))
-        for d, row in res["defects"].items():
-            lines.append(f"{d:{width}}  " + "  ".join(f"{fmt(row[k]):>11}" for k in keys))
-    return "\n".join(lines)
