@@ -63,6 +63,81 @@ def _train_step(
     opt.step()
 
 
+def _timed_steps(
+    m: models.ADModel,
+    teacher: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    cache: FeatureCache,
+    g: torch.Generator,
+    batch_size: int,
+) -> dict[str, Callable[[], object]]:
+    """The steps `bench` times, by name: the teacher in both memory layouts, inference, training without and
+    with the feature cache (the cached one last, as the contended measurement repeats it)."""
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def teacher_step():
+        with torch.inference_mode():
+            teacher(x)
+
+    def teacher_step_cl():
+        teacher.to(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            teacher(x_cl)
+        teacher.to(memory_format=torch.contiguous_format)
+
+    def infer_step():
+        evaluation.predict(m, x, batch_size=batch_size)
+
+    def cached_step():
+        share_cpus()  # as the training loop does at every step
+        idx = torch.randint(0, len(cache), (batch_size,), generator=g)
+        _train_step(m, opt, *cache.batch(idx))
+
+    return {
+        "teacher": teacher_step,
+        "teacher_cl": teacher_step_cl,
+        "infer": infer_step,
+        "train_uncached": lambda: _train_step(m, opt, x, None),
+        "train_cached": cached_step,
+    }
+
+
+def _time_steps(
+    timed: dict[str, Callable[[], object]],
+    steps: int,
+    warmup: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, float]:
+    """`{name}_img_s` and `{name}_step_s` (median of `steps` after `warmup`) for every step in `timed`."""
+    res = {}
+    for name, fn in timed.items():
+        if progress:
+            print(
+                f"bench: timing {name.replace('_', ' ')} ({warmup} + {steps} steps of {batch_size})",
+                file=sys.stderr,
+                flush=True,
+            )
+        step_s = _median_step_s(fn, steps, warmup, device)
+        res[f"{name}_img_s"] = round(batch_size / step_s, 2)
+        res[f"{name}_step_s"] = round(step_s, 4)
+    return res
+
+
+def _rename(res: dict) -> None:
+    """In place: the names the CLI's --json promises, the faster teacher layout, `infer_over_teacher`."""
+    res["train_img_s_cached"] = res.pop("train_cached_img_s")
+    res["train_img_s_uncached"] = res.pop("train_uncached_img_s")
+    res["teacher_img_s_contiguous"] = res["teacher_img_s"]
+    res["teacher_img_s"] = max(res["teacher_img_s"], res.pop("teacher_cl_img_s"))  # the faster layout
+    res["teacher_step_s"] = min(res["teacher_step_s"], res.pop("teacher_cl_step_s"))
+    res["infer_over_teacher"] = round(res["teacher_img_s"] / res["infer_img_s"], 3)
+    # older names (tests/test_cli.py, README): training meant the teacher-in-the-step kind
+    res["train_img_per_s"], res["infer_img_per_s"] = res["train_img_s_uncached"], res["infer_img_s"]
+
+
 def bench(
     model: str = "rd",
     backbone: str = backbones.EMBEDDED,
@@ -93,29 +168,8 @@ def bench(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss0 = _peak_rss_mb()
-
-    x_cl = x.contiguous(memory_format=torch.channels_last)
-
-    def teacher_step():
-        with torch.inference_mode():
-            teacher(x)
-
-    def teacher_step_cl():
-        teacher.to(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            teacher(x_cl)
-        teacher.to(memory_format=torch.contiguous_format)
-
-    def infer_step():
-        evaluation.predict(m, x, batch_size=batch_size)
-
     cache = FeatureCache(teacher, pool, budget_mb=1024, device=device, batch_size=batch_size)
-
-    def cached_step():
-        share_cpus()  # as the training loop does at every step
-        idx = torch.randint(0, n_cache, (batch_size,), generator=g)
-        _train_step(m, opt, *cache.batch(idx))
-
+    timed = _timed_steps(m, teacher, opt, x, cache, g, batch_size)
     res = {
         "model": model,
         "backbone": backbone,
@@ -127,40 +181,17 @@ def bench(
         "warmup": warmup,
         "student_params_m": round(sum(p.numel() for p in m.student_parameters()) / 1e6, 3),
     }
-    timed = {
-        "teacher": teacher_step,
-        "teacher_cl": teacher_step_cl,
-        "infer": infer_step,
-        "train_uncached": lambda: _train_step(m, opt, x, None),
-        "train_cached": cached_step,
-    }
-    for name, fn in timed.items():
-        if progress:
-            print(
-                f"bench: timing {name.replace('_', ' ')} ({warmup} + {steps} steps of {batch_size})",
-                file=sys.stderr,
-                flush=True,
-            )
-        step_s = _median_step_s(fn, steps, warmup, device)
-        res[f"{name}_img_s"] = round(batch_size / step_s, 2)
-        res[f"{name}_step_s"] = round(step_s, 4)
+    res.update(_time_steps(timed, steps, warmup, batch_size, device, progress))
     if contended and device.type == "cpu":
         if progress:
             print("bench: timing train cached beside an identical process", file=sys.stderr, flush=True)
         with _neighbour(model, backbone, image_size, batch_size, options):
-            busy_s = _median_step_s(cached_step, steps, warmup, device)
+            busy_s = _median_step_s(timed["train_cached"], steps, warmup, device)
         share_cpus.restore()
         res["train_cached_contended_step_s"] = round(busy_s, 4)
         res["contended_ratio"] = round(busy_s / res["train_cached_step_s"], 2)
     cache.close()
-    res["train_img_s_cached"] = res.pop("train_cached_img_s")  # the names the CLI's --json promises
-    res["train_img_s_uncached"] = res.pop("train_uncached_img_s")
-    res["teacher_img_s_contiguous"] = res["teacher_img_s"]
-    res["teacher_img_s"] = max(res["teacher_img_s"], res.pop("teacher_cl_img_s"))  # the faster layout
-    res["teacher_step_s"] = min(res["teacher_step_s"], res.pop("teacher_cl_step_s"))
-    res["infer_over_teacher"] = round(res["teacher_img_s"] / res["infer_img_s"], 3)
-    # older names (tests/test_cli.py, README): training meant the teacher-in-the-step kind
-    res["train_img_per_s"], res["infer_img_per_s"] = res["train_img_s_uncached"], res["infer_img_s"]
+    _rename(res)
     res["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     res["rss_growth_mb"] = round(_peak_rss_mb() - rss0, 1)
     if device.type == "cuda":
