@@ -64,10 +64,10 @@ def test_normal_scale_maps_normal_median_to_0_and_high_normal_peak_to_1():
 
 def test_browser_indices_filter_by_defect(preds_images):
     preds, _ = preds_images
-    assert viz.browser_indices(preds, "cat") == list(range(10))
-    assert viz.browser_indices(preds, "cat", "good") == list(range(6))
-    assert viz.browser_indices(preds, "cat", "scratch") == [6, 7, 8]
-    assert viz.browser_indices(preds, "cat", "all") == list(range(10))
+    assert cases.browser_indices(preds, "cat") == list(range(10))
+    assert cases.browser_indices(preds, "cat", "good") == list(range(6))
+    assert cases.browser_indices(preds, "cat", "scratch") == [6, 7, 8]
+    assert cases.browser_indices(preds, "cat", "all") == list(range(10))
 
 
 def test_browser_figure_shows_image_mask_map_and_verdict(preds_images):
