@@ -18,26 +18,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .batches import concat, in_batches
+
 KINDS = ("teacher", "student", "residual")
 
 
-@torch.no_grad()
 def extract(model, images: torch.Tensor, batch_size: int = 32) -> dict[str, list[torch.Tensor]]:
     """Teacher and student features `(N,C,h,w)` per stage (CPU, float32) of images `(N,3,H,W)` in [0, 1]."""
+
+    def feats(x):
+        out = model(x)
+        return {
+            "teacher": [t.float().cpu() for t in out["t_feats"]],
+            "student": [s.float().cpu() for s in out["s_feats"]],
+        }
+
     device = next(iter(model.student_parameters())).device
-    was = model.training
-    model.eval()
-    t_parts, s_parts = [], []
-    for i in range(0, len(images), batch_size):
-        out = model(images[i : i + batch_size].to(device))
-        t_parts.append([t.float().cpu() for t in out["t_feats"]])
-        s_parts.append([s.float().cpu() for s in out["s_feats"]])
-    model.train(was)
-    n_stages = len(t_parts[0])
-    return {
-        "teacher": [torch.cat([p[k] for p in t_parts]) for k in range(n_stages)],
-        "student": [torch.cat([p[k] for p in s_parts]) for k in range(n_stages)],
-    }
+    return in_batches(feats, images, batch_size, device, model=model)
 
 
 def stage_maps(feats: dict[str, list[torch.Tensor]], kind: str) -> list[torch.Tensor]:
@@ -158,7 +155,7 @@ def extract_run(models: dict, images: dict[str, torch.Tensor], batch_size: int =
     from .runs import model_for
 
     parts = [extract(model_for(models, cls), x, batch_size) for cls, x in images.items()]
-    return {k: [torch.cat([p[k][s] for p in parts]) for s in range(len(parts[0][k]))] for k in ("teacher", "student")}
+    return concat(parts)
 
 
 @torch.no_grad()
@@ -171,10 +168,7 @@ def class_similarity(teacher, images: dict[str, torch.Tensor], batch_size: int =
     device = next(iter(teacher.parameters())).device
     means = []
     for x in images.values():
-        parts = [
-            [f.float().cpu() for f in teacher(x[i : i + batch_size].to(device))] for i in range(0, len(x), batch_size)
-        ]
-        stages = [torch.cat(p) for p in zip(*parts, strict=True)]
+        stages = in_batches(lambda b: [f.float().cpu() for f in teacher(b)], x, batch_size, device)
         pooled = torch.from_numpy(pooled_features({"teacher": stages, "student": stages}, "teacher"))
         means.append(F.normalize(pooled.mean(dim=0), dim=0))
     M = torch.stack(means)
