@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cases, metrics, viz
+from . import cases, metrics, tables, viz
 from .errors import AdkitError, UsageError
 
 FP, FN, TP, TN = "false positive", "false negative", "true positive", "true negative"
@@ -261,9 +261,8 @@ def markdown_table(rows: list[dict], columns: dict[str, str], digits: int = 2) -
             return ", ".join(map(str, v))
         return str(v)
 
-    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    cells = [[fmt(r.get(k, "")) for k in columns] for r in rows]
+    return tables.markdown_table(list(columns.values()), cells, left=len(columns))
 
 
 def confusion_markdown(table: dict[str, dict]) -> str:

@@ -17,7 +17,7 @@ from . import checkpoint, data, models
 from .config import IMAGE_SIZE, TrainConfig
 from .data import mini
 from .evaluation import evaluate
-from .tables import comparison_table, jsonable, percent
+from .tables import comparison_table, jsonable, markdown_table, percent
 from .training import train
 
 # The demo's recipe is notebook 1's: RD one-class vs multi-class on all of mini's classes at equal compute (100
@@ -112,9 +112,8 @@ def _table(results: dict, probe: dict, seed: int) -> str:
     if probe and "skipped" not in probe:
         table += "\n\nMixup probe: blend-vs-normal image AUROC (%) per λ\n\n"
         lams = next(iter(probe.values()))["lambda"]
-        table += "| run | " + " | ".join(f"λ={x:.2f}" for x in lams) + " |\n|---|" + "---:|" * len(lams) + "\n"
-        for tag, r in probe.items():
-            table += f"| {tag} | " + " | ".join(percent(v, 5) for v in r["auroc"]) + " |\n"
+        rows = [[tag, *(percent(v, 5) for v in r["auroc"])] for tag, r in probe.items()]
+        table += markdown_table(["run", *(f"λ={x:.2f}" for x in lams)], rows) + "\n"
     return table
 
 

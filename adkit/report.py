@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from .tables import markdown_table, percent
+
 # the parts of an eval.json that hold {name: {metric: value}} rows, besides the top-level "mean"
 GROUPS = ("classes", "defects", "maps", "scores")
 IGNORED_SETTINGS = ("seed", "run")  # expected to differ between the runs of one method
@@ -266,18 +268,14 @@ def paired(a: Sequence[dict], b: Sequence[dict], level: float = 0.95) -> dict:
 
 
 # -- presentation -----------------------------------------------------------------------------------------------
-def _pct(v, signed: bool) -> str:
-    return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
-
-
 def format_figure(fig: dict | None, signed: bool = False, n_runs: int | None = None) -> str:
     """`mean [low, high]` in percent; "n/a" without a value; says so when there is no interval."""
     if not fig or fig.get("mean") is None:
         return "n/a"
-    text = _pct(fig["mean"], signed)
+    text = percent(fig["mean"], signed=signed)
     if fig.get("ci_low") is None:
         return f"{text} (n = {fig['n']}, no interval)"
-    text += f" [{_pct(fig['ci_low'], signed)}, {_pct(fig['ci_high'], signed)}]"
+    text += f" [{percent(fig['ci_low'], signed=signed)}, {percent(fig['ci_high'], signed=signed)}]"
     if n_runs is not None and fig["n"] != n_runs:
         text += f" (n = {fig['n']})"
     return text
@@ -306,16 +304,17 @@ def _verdict(row: dict, keys: Sequence[str]) -> str:
 
 def _table(
     title: str, rows: dict[str, dict], keys: Sequence[str], is_paired: bool, n_runs: int, mean_row: dict | None = None
-) -> list[str]:
+) -> str:
+    """One markdown table: a row per name (the mean last), a column per metric; a paired one says which
+    differences are not significant in a last, left-aligned column."""
     head = [title, *keys] + (["significance"] if is_paired else [])
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(keys) + ("---|" if is_paired else "")]
     body = list(rows.items()) + ([("**mean**", mean_row)] if mean_row is not None else [])
-    for name, row in body:
-        cells = [format_figure(row.get(k), is_paired, n_runs) for k in keys]
-        if is_paired:
-            cells.append(_verdict(row, keys))
-        lines.append("| " + " | ".join([name, *cells]) + " |")
-    return lines
+    cells = [
+        [name, *(format_figure(row.get(k), is_paired, n_runs) for k in keys)]
+        + ([_verdict(row, keys)] if is_paired else [])
+        for name, row in body
+    ]
+    return markdown_table(head, cells, align="l" + "r" * len(keys) + ("l" if is_paired else ""))
 
 
 def to_markdown(report: dict, keys: Sequence[str] = ("image_auroc", "pixel_auroc", "aupro")) -> str:
@@ -340,10 +339,10 @@ def to_markdown(report: dict, keys: Sequence[str] = ("image_auroc", "pixel_auroc
         lines = [f"Mean over {len(seeds)} runs (seeds {seeds}), percent, mean [{pct} Student-t interval]."]
     lines.append("")
     n_runs = len(seeds)
-    lines += _table("class", report.get("classes", {}), keys, is_paired, n_runs, report.get("mean", {}))
+    lines.append(_table("class", report.get("classes", {}), keys, is_paired, n_runs, report.get("mean", {})))
     for group, title in (("defects", "defect"), ("maps", "map"), ("scores", "score")):
         if report.get(group):
-            lines += ["", *_table(title, report[group], keys, is_paired, n_runs)]
+            lines += ["", _table(title, report[group], keys, is_paired, n_runs)]
     for w in report.get("warnings", []):
         lines += ["", f"> warning: {w}"]
     return "\n".join(lines)

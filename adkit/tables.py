@@ -24,9 +24,15 @@ def percent(v: float | None, width: int = 0, signed: bool = False) -> str:
     return f"{100 * v:{spec}}"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
-    """A markdown table of text cells; the first `left` columns are left-aligned, the others right-aligned."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * left + "---:|" * (len(header) - left)]
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, align: str | None = None
+) -> str:
+    """A markdown table of text cells; the first `left` columns are left-aligned, the others right-aligned, or
+    else `align` says it column by column ("l" or "r", e.g. "lrrl")."""
+    align = align or "l" * left + "r" * (len(header) - left)
+    if len(align) != len(header) or set(align) - {"l", "r"}:
+        raise ValueError(f"align must be one 'l' or 'r' per column ({len(header)}), got {align!r}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "".join("---|" if a == "l" else "---:|" for a in align)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 

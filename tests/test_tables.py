@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from adkit import runs
 from adkit.tables import jsonable, markdown_table, percent
@@ -43,3 +44,10 @@ def test_percent_and_markdown_table():
     assert percent(0.5, width=6) == "  50.0" and percent(None, width=6) == "   n/a"
     table = markdown_table(["step", "setting", "AUROC"], [["base", "one-class", "91.2"]], left=2)
     assert table.splitlines() == ["| step | setting | AUROC |", "|---|---|---:|", "| base | one-class | 91.2 |"]
+
+
+def test_markdown_table_aligns_column_by_column():
+    table = markdown_table(["class", "AUROC", "note"], [["cat", "91.2", "n.s."]], align="lrl")
+    assert table.splitlines()[1] == "|---|---:|---|"  # a text column after the numbers stays left-aligned
+    with pytest.raises(ValueError, match="one 'l' or 'r' per column"):
+        markdown_table(["class", "AUROC"], [], align="l")
