@@ -5,27 +5,18 @@ running `adkit eval` on both would add two ~10 s processes per test."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
-
-spec = importlib.util.spec_from_file_location(
-    "soak_resume", Path(__file__).parents[1] / "benchmarks" / "soak_resume.py"
-)
-soak_resume = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(soak_resume)
+from soak import MODELS, checkpoint_differences, env, soak, train_args, write_dataset  # tests/soak.py
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", soak_resume.MODELS)
+@pytest.mark.parametrize("model", MODELS)
 def test_kill_nine_then_resume_gives_identical_results(tmp_path, model):
-    root = soak_resume.write_dataset(tmp_path / "data")
+    root = write_dataset(tmp_path / "data")
     lines = []
-    ok = soak_resume.soak(
-        model, root, tmp_path, kills=3, rng=random.Random(model), iters=20, log=lines.append, evaluate_runs=False
-    )
+    ok = soak(model, root, tmp_path, kills=3, rng=random.Random(model), iters=20, log=lines.append, evaluate_runs=False)
     assert ok, lines
     assert "final checkpoint identical" in lines[-1]
 
@@ -38,15 +29,13 @@ def test_ctrl_c_writes_a_checkpoint_at_the_current_step_and_resumes_identically(
 
     from adkit import checkpoint, runs
 
-    root = soak_resume.write_dataset(tmp_path / "data")
+    root = write_dataset(tmp_path / "data")
     ref, run = tmp_path / "ref", tmp_path / "run"
     iters = 300  # the signal lands a few steps after the first checkpoint (step 50): far from the end
-    args = soak_resume.train_args("rd", root, run, iters=iters)
+    args = train_args("rd", root, run, iters=iters)
     args[args.index("--save-every") + 1] = "50"
-    subprocess.run(
-        soak_resume.train_args("rd", root, ref, iters=iters), env=soak_resume._env(), check=True, capture_output=True
-    )
-    p = subprocess.Popen(args, env=soak_resume._env(), stderr=subprocess.PIPE, text=True)
+    subprocess.run(train_args("rd", root, ref, iters=iters), env=env(), check=True, capture_output=True)
+    p = subprocess.Popen(args, env=env(), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not runs.checkpoint_path(run, "all").is_file() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -57,8 +46,8 @@ def test_ctrl_c_writes_a_checkpoint_at_the_current_step_and_resumes_identically(
     assert "interrupted at step" in err and "run the same command again" in err and "Traceback" not in err
     step = checkpoint.read_info(runs.checkpoint_path(run, "all"))["step"]
     assert 50 <= step < iters
-    subprocess.run(args, env=soak_resume._env(), check=True, capture_output=True)
-    assert soak_resume.checkpoint_differences(ref, run) == []
+    subprocess.run(args, env=env(), check=True, capture_output=True)
+    assert checkpoint_differences(ref, run) == []
 
 
 def test_checkpoint_comparison_sees_one_changed_bit_and_ignores_only_the_wall_time(tmp_path):
@@ -80,14 +69,14 @@ def test_checkpoint_comparison_sees_one_changed_bit_and_ignores_only_the_wall_ti
 
     ref = write("ref", {"w": w}, info)
     slower = write("slower", {"w": w.clone()}, dict(info, train_seconds=9.9))
-    assert soak_resume.checkpoint_differences(ref, slower) == []
+    assert checkpoint_differences(ref, slower) == []
     bumped = w.clone()
     bumped[1, 2] = torch.nextafter(bumped[1, 2], torch.tensor(2.0))  # one ulp
-    assert soak_resume.checkpoint_differences(ref, write("ulp", {"w": bumped}, info)) == ["model_state/w"]
-    assert soak_resume.checkpoint_differences(ref, write("half", {"w": w.half()}, info)) == ["model_state/w"]
+    assert checkpoint_differences(ref, write("ulp", {"w": bumped}, info)) == ["model_state/w"]
+    assert checkpoint_differences(ref, write("half", {"w": w.half()}, info)) == ["model_state/w"]
     other = dict(info, history=[{"loss": 0.6}])
-    assert soak_resume.checkpoint_differences(ref, write("hist", {"w": w}, other)) == ["info/history"]
-    assert soak_resume.checkpoint_differences(ref, write("keys", {"v": w}, info)) == ["model_state: different keys"]
+    assert checkpoint_differences(ref, write("hist", {"w": w}, other)) == ["info/history"]
+    assert checkpoint_differences(ref, write("keys", {"v": w}, info)) == ["model_state: different keys"]
     opt.step()  # the optimizer's moments move on
-    moved = soak_resume.checkpoint_differences(ref, write("opt", {"w": w}, info))
+    moved = checkpoint_differences(ref, write("opt", {"w": w}, info))
     assert moved and all(d.startswith("optimizer_state/state/") for d in moved), moved
