@@ -1,5 +1,6 @@
 """Pictures: heat-map overlays, galleries of cases, side-by-side maps of several models, a test-set
-browser panel, PRO curves, score histograms, loss curves (matplotlib), and embedding scatters (plotly).
+browser panel, PRO curves, score histograms, loss curves (matplotlib), and embedding scatters (plotly,
+with a matplotlib copy for static viewers).
 
 Every function returns its figure and needs no browser, so it is tested like any other code; the
 interactive explorers in `adkit.widgets` only wire these to ipywidgets controls.
@@ -203,13 +204,9 @@ def noisy_or_plane(
 
 # -- notebooks ------------------------------------------------------------------------------------------
 def notebook_defaults(dpi: int = 100, jpeg_quality: int | None = None) -> None:
-    """Stored outputs a static viewer can show: plotly figures as JSON (no embedded plotly.js) plus a PNG
-    redrawn by `plotly_png` (GitHub, nbviewer, nbconvert), matplotlib figures as PNG at `dpi` (as JPEG at
-    `jpeg_quality` when given: photographs and heat maps are 5–10× smaller, at a loss of sharpness)."""
-    import plotly.io as pio
-
-    pio.renderers["adkit_png"] = _static_png_renderer()
-    pio.renderers.default = "plotly_mimetype+adkit_png"
+    """Stored outputs a static viewer can show: matplotlib figures as PNG at `dpi` (as JPEG at `jpeg_quality`
+    when given: photographs and heat maps are 5–10× smaller, at a loss of sharpness). Interactive figures
+    (`InteractiveFigure`) carry their own PNG."""
     plt.rcParams["figure.dpi"] = dpi
     plt.rcParams["savefig.dpi"] = dpi
     try:
@@ -451,7 +448,100 @@ def loss_plot(
     return ax
 
 
-# -- embeddings (plotly) --------------------------------------------------------------------------------
+# -- interactive figures (plotly) with a static copy (matplotlib) ------------------------------------------
+class InteractiveFigure:
+    """A plotly figure and a matplotlib drawing of the same data. Displayed, it gives plotly's JSON (JupyterLab
+    draws the live figure) and a PNG of the drawing (GitHub, nbviewer and nbconvert show that); no browser,
+    no kaleido."""
+
+    def __init__(self, plotly, draw, dpi: int = 100):
+        self.plotly = plotly  # a plotly.graph_objects.Figure
+        self._draw = draw  # () -> matplotlib Figure
+        self.dpi = dpi
+
+    def matplotlib(self):
+        """The static copy, a new `matplotlib.figure.Figure` (not registered with pyplot)."""
+        return self._draw()
+
+    def png(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.matplotlib().savefig(buf, format="png", dpi=self.dpi)
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        import base64
+
+        import plotly.io as pio
+
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(self.plotly.to_dict())
+        bundle["image/png"] = base64.b64encode(self.png()).decode("ascii")
+        return bundle
+
+    def _ipython_display_(self) -> None:
+        """Shown in IPython as exactly these two outputs (no `text/plain` repr beside them)."""
+        from IPython.display import display
+
+        display(self._repr_mimebundle_(), raw=True)
+
+    show = _ipython_display_
+
+
+# -- embeddings ---------------------------------------------------------------------------------------------
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+# plotly marker symbols and the matplotlib markers drawn for them (filled, like plotly's)
+MARKERS = {
+    "circle": "o",
+    "x": "X",
+    "diamond": "D",
+    "square": "s",
+    "triangle-up": "^",
+    "cross": "P",
+    "triangle-down": "v",
+    "star": "*",
+    "hexagon": "h",
+    "pentagon": "p",
+}
+OUTLINE = 1.0  # px, the black edge of the markers drawn on top
+
+
+def _embedding_groups(
+    color: list[str],
+    symbol: list[str] | None = None,
+    symbols: dict[str, str] | None = None,
+    on_top: str | None = None,
+) -> list[dict]:
+    """The point groups of an embedding scatter, in drawing order: one per (color, symbol) value, with its
+    `label`, point indices `idx`, hex `color`, plotly `symbol` and whether it is drawn `top` (its symbol value
+    holds `on_top`). Groups go symbol by symbol in the order of `symbols` when given, then by first use;
+    the top groups last."""
+    color = [str(c) for c in color]
+    symbol = [str(s) for s in symbol] if symbol is not None else [""] * len(color)
+    shapes = list(MARKERS)
+    colors = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(dict.fromkeys(color))}
+    marks = {**{s: shapes[i % len(shapes)] for i, s in enumerate(dict.fromkeys(symbol))}, **(symbols or {})}
+    sym_order = list(dict.fromkeys(list(symbols or {}) + symbol))
+    col_order = list(dict.fromkeys(color))
+
+    def top(s: str) -> bool:
+        return bool(on_top) and on_top in s
+
+    keys = sorted(
+        dict.fromkeys(zip(color, symbol)), key=lambda g: (top(g[1]), sym_order.index(g[1]), col_order.index(g[0]))
+    )
+    return [
+        {
+            "label": f"{c} {s}".strip(),
+            "idx": [i for i in range(len(color)) if color[i] == c and symbol[i] == s],
+            "color": colors[c],
+            "symbol": marks[s],
+            "top": top(s),
+        }
+        for c, s in keys
+    ]
+
+
 def embedding_figure(
     panels: dict[str, np.ndarray],
     color: list[str],
@@ -461,53 +551,43 @@ def embedding_figure(
     height: int = 380,
     marker_size: int = 6,
     symbols: dict[str, str] | None = None,
-):
+    on_top: str | None = None,
+    top_size: int = 8,
+    width: int = 900,
+) -> InteractiveFigure:
     """Side-by-side 2-D scatters (one per panel, e.g. teacher / student / residual) of the same points,
     coloured by `color` (e.g. class), shaped by `symbol` (e.g. normal / defect), hover text `hover`.
-    `symbols` maps symbol values to plotly marker symbols (default: circle, x, diamond, ... by first use)."""
+    `symbols` maps symbol values to plotly marker symbols (default: circle, x, diamond, ... by first use).
+    Groups whose symbol value holds `on_top` are drawn last, `top_size` px, opaque, outlined in black.
+    The static copy is `width` × `height` px."""
+    groups = _embedding_groups(color, symbol, symbols, on_top)
+    hover = [str(h) for h in hover] if hover is not None else [""] * len(color)
+    xy = {name: np.round(np.asarray(v, dtype=float), 3) for name, v in panels.items()}
+    for g in groups:
+        g["size"], g["opacity"] = (top_size, 1.0) if g["top"] else (marker_size, 0.75)
+    plotly = _embedding_plotly(xy, groups, hover, title, height)
+    return InteractiveFigure(plotly, lambda: _embedding_matplotlib(xy, groups, title, width, height))
+
+
+def _embedding_plotly(xy: dict[str, np.ndarray], groups: list[dict], hover: list[str], title: str, height: int):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    names = list(panels)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.04)
-    color = [str(c) for c in color]
-    symbol = [str(s) for s in symbol] if symbol is not None else [""] * len(color)
-    hover = list(hover) if hover is not None else [""] * len(color)
-    palette = [
-        "#1f77b4",
-        "#ff7f0e",
-        "#2ca02c",
-        "#d62728",
-        "#9467bd",
-        "#8c564b",
-        "#e377c2",
-        "#7f7f7f",
-        "#bcbd22",
-        "#17becf",
-    ]
-    shapes = ["circle", "x", "diamond", "square", "triangle-up", "cross"]
-    colors = {c: palette[i % len(palette)] for i, c in enumerate(dict.fromkeys(color))}
-    symbols = {**{s: shapes[i % len(shapes)] for i, s in enumerate(dict.fromkeys(symbol))}, **(symbols or {})}
-    # draw groups symbol by symbol, in the order of `symbols` when given (e.g. normals first, defects on top)
-    sym_order = list(dict.fromkeys(list(symbols or {}) + symbol))
-    col_order = list(dict.fromkeys(color))
-    groups = sorted(dict.fromkeys(zip(color, symbol)), key=lambda g: (sym_order.index(g[1]), col_order.index(g[0])))
-    for j, name in enumerate(names):
-        xy = np.asarray(panels[name], dtype=float)
-        for c, s in groups:
-            sel = [i for i in range(len(color)) if color[i] == c and symbol[i] == s]
-            label = f"{c} {s}".strip()
+    fig = make_subplots(rows=1, cols=len(xy), subplot_titles=list(xy), horizontal_spacing=0.04)
+    for j, pts in enumerate(xy.values()):
+        for g in groups:
+            edge = dict(width=OUTLINE, color="black") if g["top"] else dict(width=0)
             fig.add_trace(
                 go.Scatter(
-                    x=np.round(xy[sel, 0], 3),
-                    y=np.round(xy[sel, 1], 3),
+                    x=pts[g["idx"], 0],
+                    y=pts[g["idx"], 1],
                     mode="markers",
-                    name=label,
-                    legendgroup=label,
+                    name=g["label"],
+                    legendgroup=g["label"],
                     showlegend=j == 0,
-                    text=[hover[i] for i in sel],
+                    text=[hover[i] for i in g["idx"]],
                     hoverinfo="text",
-                    marker=dict(color=colors[c], symbol=symbols[s], size=marker_size, opacity=0.75, line=dict(width=0)),
+                    marker=dict(color=g["color"], symbol=g["symbol"], size=g["size"], opacity=g["opacity"], line=edge),
                 ),
                 row=1,
                 col=j + 1,
@@ -518,196 +598,49 @@ def embedding_figure(
     return fig
 
 
-# -- plotly figures for static viewers --------------------------------------------------------------------
-_MARKERS = {
-    "circle": "o",
-    "x": "x",
-    "diamond": "D",
-    "square": "s",
-    "triangle-up": "^",
-    "triangle-down": "v",
-    "triangle-left": "<",
-    "triangle-right": ">",
-    "cross": "P",
-    "star": "*",
-    "hexagon": "h",
-    "pentagon": "p",
-    "asterisk": "+",
-    "cross-thin": "+",
-    "x-thin": "x",
-}
-
-
-def _values(v) -> np.ndarray | None:
-    """A trace's data array from a figure dict: a list, an array, or plotly's typed array {dtype, bdata}."""
-    import base64
-
-    if v is None:
-        return None
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(n) for n in str(v["shape"]).split(",")]) if "shape" in v else a
-    return np.asarray(v)
-
-
-def _text(t) -> str:
-    """Plain text of a plotly title or annotation (`<br>` as a line break, other tags dropped)."""
-    import re
-
-    t = t.get("text", "") if isinstance(t, dict) else (t or "")
-    return re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>", "\n", str(t)))
-
-
-def plotly_to_matplotlib(fig, width: int = 900, legend_width: int = 260):
-    """A matplotlib redraw of a plotly figure from its own data: scatter traces (markers and lines, with
-    their colours, symbols, sizes, opacity and legend names) on the figure's subplot grid, subplot titles,
-    the title, axis titles and ranges. Other trace types are named on the figure, not drawn. No browser."""
+def _embedding_matplotlib(xy: dict[str, np.ndarray], groups: list[dict], title: str, width: int, height: int):
+    """The same panels, groups, colours, symbols and legend as `_embedding_plotly`, drawn by matplotlib."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    d = fig if isinstance(fig, dict) else fig.to_dict()
-    layout, traces = d.get("layout", {}), d.get("data", [])
-    w, h = int(layout.get("width") or width), int(layout.get("height") or 450)
-    m = {"l": 80, "r": 80, "t": 100, "b": 80, **layout.get("margin", {})}
-    shown = [t for t in traces if t.get("showlegend", True) is not False and t.get("name")]
-    legend = layout.get("showlegend", len(shown) > 1) and bool(shown)
-    # room for the legend: its longest name at 8 pt (up to 7.5 px a character) and the marker
-    lw = min(legend_width, 50 + int(7.5 * max(len(t["name"]) for t in shown))) if legend else 0
-    out = Figure(figsize=(w / 100, h / 100))
-    # the plot area in figure fractions; plotly's domains are fractions of it
-    x0, x1 = m["l"] / w, max(m["l"] + 50, w - m["r"] - lw) / w
-    y0, y1 = m["b"] / h, max(m["b"] + 50, h - m["t"]) / h
-
-    def area(xd, yd):
-        pw, ph = x1 - x0, y1 - y0
-        return [x0 + xd[0] * pw, y0 + yd[0] * ph, (xd[1] - xd[0]) * pw, (yd[1] - yd[0]) * ph]
-
-    axes: dict[tuple[str, str], object] = {}
-
-    def axis(xref: str, yref: str):
-        if (xref, yref) not in axes:
-            xa, ya = layout.get("xaxis" + xref[1:], {}), layout.get("yaxis" + yref[1:], {})
-            ax = out.add_axes(area(xa.get("domain", (0, 1)), ya.get("domain", (0, 1))))
-            for a, spec, set_label, set_lim, set_scale, get_axis in (
-                ("x", xa, ax.set_xlabel, ax.set_xlim, ax.set_xscale, ax.xaxis),
-                ("y", ya, ax.set_ylabel, ax.set_ylim, ax.set_yscale, ax.yaxis),
-            ):
-                set_label(_text(spec.get("title")), fontsize=9)
-                if spec.get("type") == "log":
-                    set_scale("log")
-                if spec.get("range") is not None and spec.get("type") != "log":
-                    set_lim(*spec["range"])
-                if spec.get("showticklabels") is False:
-                    get_axis.set_ticklabels([])
-                    ax.tick_params(axis=a, length=0)
-                get_axis.grid(True, color="#e5e5e5", lw=0.6)
-            ax.set_axisbelow(True)
-            axes[xref, yref] = ax
-        return axes[xref, yref]
-
-    handles, skipped = {}, []
-    for t in traces:
-        kind = t.get("type", "scatter")
-        if kind not in ("scatter", "scattergl"):
-            skipped.append(kind)
-            continue
-        ax = axis(t.get("xaxis", "x"), t.get("yaxis", "y"))
-        x, y = _values(t.get("x")), _values(t.get("y"))
-        if y is None:
-            continue
-        x = np.arange(len(y)) if x is None else x
-        mode, mk = t.get("mode", "lines+markers" if len(y) < 20 else "lines"), t.get("marker", {})
-        color, alpha = _values(mk.get("color")), mk.get("opacity", t.get("opacity", 1.0))
-        name = t.get("name") or ""
-        if "lines" in mode:
-            (line,) = ax.plot(
-                x,
-                y,
-                color=t.get("line", {}).get("color"),
-                lw=t.get("line", {}).get("width", 2) * 0.75,
-                alpha=t.get("opacity", 1.0),
-            )
-            handles.setdefault(name, line)
-        if "markers" in mode:
-            symbol = str(mk.get("symbol", "circle"))
-            marker = _MARKERS.get(symbol.replace("-open", "").replace("-dot", ""), "o")
-            size = float(mk.get("size", 6)) * 0.75  # px at 100 dpi -> points
-            c = color.item() if color is not None and color.ndim == 0 else color
-            numeric = c is not None and not isinstance(c, str) and np.issubdtype(np.asarray(c).dtype, np.number)
+    pt = 72 / 100  # points per pixel at 100 dpi
+    fig = Figure(figsize=(width / 100, height / 100), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(xy)))
+    legend_px = 60 + 7 * max((len(g["label"]) for g in groups), default=0)  # marker and names at 8 pt
+    room = (width - legend_px) / len(xy)  # px per panel, about
+    for ax, (name, pts) in zip(axes, xy.items()):
+        for g in groups:
             ax.scatter(
-                x,
-                y,
-                s=size**2,
-                marker=marker,
-                c=c,
-                cmap="viridis" if numeric else None,
-                alpha=alpha,
-                linewidths=1.0 if marker in "x+" else 0,
+                pts[g["idx"], 0],
+                pts[g["idx"], 1],
+                s=(g["size"] * pt) ** 2,
+                marker=MARKERS.get(g["symbol"], "o"),
+                c=g["color"],
+                alpha=g["opacity"],
+                edgecolors="black" if g["top"] else "none",
+                linewidths=OUTLINE * pt if g["top"] else 0,
+                label=g["label"],
             )
-            handles.setdefault(
-                name,
-                Line2D(
-                    [], [], ls="", marker=marker, ms=size, alpha=alpha, color=c if isinstance(c, str) else "C0", mew=1.0
-                ),
-            )
-    n_cols = max(1, len({a.get("xaxis", "x") for a in traces}))
-    for a in layout.get("annotations", []):  # subplot titles and other text placed on the paper
-        if a.get("xref") == "paper" and a.get("yref") == "paper":
-            text = _text(a.get("text"))
-            # as wide as a panel at most: a character is about 0.6 em, 1 pt = 100/72 px at 100 dpi
-            room = (x1 - x0) * w / n_cols
-            size = min(10.0, room / (0.6 * max(map(len, text.split("\n"))) * 100 / 72 + 1e-9))
-            out.text(
-                x0 + a.get("x", 0.5) * (x1 - x0),
-                y0 + a.get("y", 1.0) * (y1 - y0),
-                text,
-                ha={"left": "left", "right": "right"}.get(a.get("xanchor"), "center"),
-                va={"top": "top", "middle": "center"}.get(a.get("yanchor"), "bottom"),
-                fontsize=max(size, 6.0),
-            )
-    title = _text(layout.get("title"))
+        # a panel title fits its panel: about 0.6 em a character
+        ax.set_title(name, fontsize=max(6.0, min(10.0, room / (0.6 * len(name) / pt + 1e-9))))
+        ax.tick_params(labelbottom=False, labelleft=False, length=0)  # grid lines at the ticks, as plotly
+        ax.grid(True, color="#e5e5e5", lw=0.6)
+        ax.set_axisbelow(True)
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=MARKERS.get(g["symbol"], "o"),
+            ms=g["size"] * pt,
+            color=g["color"],
+            alpha=g["opacity"],
+            mec="black" if g["top"] else g["color"],
+            mew=OUTLINE * pt if g["top"] else 0,
+        )
+        for g in groups
+    ]
+    fig.legend(handles, [g["label"] for g in groups], loc="outside right upper", fontsize=8, frameon=False)
     if title:
-        out.text(0.01, 1 - 0.1 * 100 / h, title, ha="left", va="center", fontsize=12)
-    if legend:
-        names = [t["name"] for t in shown if t["name"] in handles]
-        out.legend(
-            [handles[n] for n in names],
-            names,
-            loc="upper left",
-            bbox_to_anchor=(x1 + 0.01, y1),
-            fontsize=8,
-            frameon=False,
-        )
-    if skipped:
-        out.text(
-            0.5,
-            0.01,
-            "not drawn in this static copy: " + ", ".join(sorted(set(skipped))),
-            ha="center",
-            fontsize=8,
-            color="gray",
-        )
-    return out
-
-
-def plotly_png(fig, dpi: int = 100) -> bytes:
-    """A plotly figure as PNG bytes, through `plotly_to_matplotlib` (no browser, no kaleido)."""
-    import io
-
-    buf = io.BytesIO()
-    plotly_to_matplotlib(fig).savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def _static_png_renderer():
-    from plotly.io.base_renderers import MimetypeRenderer
-
-    class StaticPng(MimetypeRenderer):
-        """plotly renderer `adkit_png`: the figure as `image/png` from `plotly_png`."""
-
-        def to_mimebundle(self, fig_dict):
-            import base64
-
-            return {"image/png": base64.b64encode(plotly_png(fig_dict)).decode("ascii")}
-
-    return StaticPng()
+        fig.suptitle(title, x=0.01, ha="left", fontsize=12)
+    return fig
