@@ -6,8 +6,9 @@ teacher alone (median of timed steps after warm-up), and peak memory.
 
 Training *cached* draws `(x, t_feats)` from a `featcache.FeatureCache` (the teacher does not run in the
 step), as `loop.fit` does; *uncached* runs the teacher forward in every step. Inference is what `adkit eval`
-runs, `evaluation.predict` (maps and image scores, inference mode, channels-last for CNNs on the CPU). The
-teacher alone is timed in both memory layouts and the faster counts. `infer_over_teacher` = teacher img/s /
+runs, `evaluation.predict` (maps and image scores, inference mode, channels-last for CNNs on the CPU), timed
+as a test set runs it: the weights switch memory layout once, then every batch runs in it. The teacher alone
+is timed in both memory layouts (each switched once) and the faster counts. `infer_over_teacher` = teacher img/s /
 inference img/s: how many times slower than the teacher alone inference is. `contended_ratio` = the cached
 training step's time while one identical process trains beside it, over its time alone (a fair share of 2 CPUs
 between two jobs is about 2; without `runtime.share_cpus` it was several times that). Random teacher weights by default:
@@ -17,11 +18,12 @@ model, no Lightning trainer) next to adkit's in the same process.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -71,23 +73,30 @@ def _timed_steps(
     cache: FeatureCache,
     g: torch.Generator,
     batch_size: int,
-) -> dict[str, Callable[[], object]]:
+) -> dict[str, contextlib.AbstractContextManager[Callable[[], object]]]:
     """The steps `bench` times, by name: the teacher in both memory layouts, inference, training without and
-    with the feature cache (the cached one last, as the contended measurement repeats it)."""
+    with the feature cache (the cached one last, as the contended measurement repeats it). Each is a context
+    that gives the step: the layout switches happen on entering and leaving it, outside the timed steps."""
     x_cl = x.contiguous(memory_format=torch.channels_last)
 
     def teacher_step():
         with torch.inference_mode():
             teacher(x)
 
-    def teacher_step_cl():
+    @contextlib.contextmanager
+    def teacher_cl() -> Iterator[Callable[[], object]]:
         teacher.to(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            teacher(x_cl)
-        teacher.to(memory_format=torch.contiguous_format)
+        try:
+            with torch.inference_mode():
+                yield lambda: teacher(x_cl)
+        finally:
+            teacher.to(memory_format=torch.contiguous_format)
 
-    def infer_step():
-        evaluation.predict(m, x, batch_size=batch_size)
+    @contextlib.contextmanager
+    def infer() -> Iterator[Callable[[], object]]:
+        m.eval()
+        with evaluation.inference_form(m, x.device):
+            yield lambda: evaluation.predict(m, x, batch_size=batch_size)
 
     def cached_step():
         share_cpus()  # as the training loop does at every step
@@ -95,16 +104,16 @@ def _timed_steps(
         _train_step(m, opt, *cache.batch(idx))
 
     return {
-        "teacher": teacher_step,
-        "teacher_cl": teacher_step_cl,
-        "infer": infer_step,
-        "train_uncached": lambda: _train_step(m, opt, x, None),
-        "train_cached": cached_step,
+        "teacher": contextlib.nullcontext(teacher_step),
+        "teacher_cl": teacher_cl(),
+        "infer": infer(),
+        "train_uncached": contextlib.nullcontext(lambda: _train_step(m, opt, x, None)),
+        "train_cached": contextlib.nullcontext(cached_step),
     }
 
 
 def _time_steps(
-    timed: dict[str, Callable[[], object]],
+    timed: dict[str, contextlib.AbstractContextManager[Callable[[], object]]],
     steps: int,
     warmup: int,
     batch_size: int,
@@ -113,14 +122,15 @@ def _time_steps(
 ) -> dict[str, float]:
     """`{name}_img_s` and `{name}_step_s` (median of `steps` after `warmup`) for every step in `timed`."""
     res = {}
-    for name, fn in timed.items():
+    for name, step in timed.items():
         if progress:
             print(
                 f"bench: timing {name.replace('_', ' ')} ({warmup} + {steps} steps of {batch_size})",
                 file=sys.stderr,
                 flush=True,
             )
-        step_s = _median_step_s(fn, steps, warmup, device)
+        with step as fn:
+            step_s = _median_step_s(fn, steps, warmup, device)
         res[f"{name}_img_s"] = round(batch_size / step_s, 2)
         res[f"{name}_step_s"] = round(step_s, 4)
     return res
@@ -185,8 +195,8 @@ def bench(
     if contended and device.type == "cpu":
         if progress:
             print("bench: timing train cached beside an identical process", file=sys.stderr, flush=True)
-        with _neighbour(model, backbone, image_size, batch_size, options):
-            busy_s = _median_step_s(timed["train_cached"], steps, warmup, device)
+        with _neighbour(model, backbone, image_size, batch_size, options), timed["train_cached"] as fn:
+            busy_s = _median_step_s(fn, steps, warmup, device)
         share_cpus.restore()
         res["train_cached_contended_step_s"] = round(busy_s, 4)
         res["contended_ratio"] = round(busy_s / res["train_cached_step_s"], 2)

@@ -10,12 +10,15 @@ structural maps); each is measured the same way under `res["maps"][name]`.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import data, metrics, runs
@@ -26,18 +29,73 @@ from .tables import jsonable
 SUMMARY_KEYS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1_max", "pixel_ap", "pixel_f1_max")
 
 
+def _folded(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """A copy of `conv` that computes `bn(conv(x))` of a batch norm in eval mode: the norm's scale folded into
+    the weights, its shift into the bias (the same numbers up to float rounding)."""
+    scale = (bn.weight if bn.affine else 1.0) / torch.sqrt(bn.running_var + bn.eps)
+    shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
+    out = copy.deepcopy(conv)
+    with torch.no_grad():
+        shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+        out.weight = nn.Parameter(conv.weight * scale.view(shape), requires_grad=False)
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        out.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+    return out
+
+
+def _fold_batch_norms(model) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Swap every (convolution, batch norm) pair of the student's `nn.Sequential`s for the folded convolution
+    and an identity; returns what was swapped out, for `_unfold`. The teacher (timm's own blocks) is left."""
+    swapped = []
+    teacher = set(model.teacher.modules())
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential) or seq in teacher:
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            foldable = isinstance(conv, nn.Conv2d) or (isinstance(conv, nn.ConvTranspose2d) and conv.groups == 1)
+            if foldable and type(bn) is nn.BatchNorm2d and not bn.training and bn.track_running_stats:
+                swapped += [(seq, a, conv), (seq, b, bn)]
+                seq._modules[a], seq._modules[b] = _folded(conv, bn), nn.Identity()
+    return swapped
+
+
+def _unfold(swapped: list[tuple[nn.Module, str, nn.Module]]) -> None:
+    for seq, name, module in swapped:
+        seq._modules[name] = module
+
+
 @contextmanager
-def channels_last(model, device: torch.device):
-    """Run a CNN model in channels-last memory layout on the CPU (oneDNN's faster convolutions; measured in
-    `benchmarks/README.md`), and give it back in its own layout afterwards. Yields whether it switched."""
-    use = device.type == "cpu" and model.teacher.kind == "cnn"  # every ADModel has a teacher
-    if use:
+def inference_form(model, device: torch.device):
+    """The model as inference runs it, given back unchanged afterwards (the same module objects and weights):
+    its student's batch norms folded into the convolutions before them, and on the CPU a CNN in channels-last
+    memory layout (oneDNN's faster convolutions; `benchmarks/README.md`). Yields whether it runs channels-last.
+    The model must be in eval mode (a norm that is training is left as it is).
+
+    Nested uses change the model once: the outermost one converts the weights (a copy of every one, twice) and
+    the inner ones find it converted, so that scoring a test set class by class pays for the switch once."""
+    if getattr(model, "_adkit_inference_form", None) is not None:
+        yield model._adkit_inference_form
+        return
+    layout = device.type == "cpu" and model.teacher.kind == "cnn"  # every ADModel has a teacher
+    if layout:
         model.to(memory_format=torch.channels_last)
+    swapped = _fold_batch_norms(model)
+    if layout:  # the folded copies in the layout of the rest
+        model.to(memory_format=torch.channels_last)
+    model._adkit_inference_form = layout
     try:
-        yield use
+        yield layout
     finally:
-        if use:
+        model._adkit_inference_form = None
+        _unfold(swapped)
+        if layout:
             model.to(memory_format=torch.contiguous_format)
+
+
+def _device(model) -> torch.device:
+    return next(iter(model.student_parameters())).device
 
 
 def predict(
@@ -45,11 +103,11 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Maps `(N,H,W)` and image scores `(N,)` of a model on images `(N,3,H,W)`, from `model.score`: one forward
     pass per batch gives "amap" and each report map, "score" (the main image score) and every other score."""
-    device = next(model.student_parameters().__iter__()).device
+    device = _device(model)
     model.eval()
     parts: dict[str, list] = {}
     # the layout switch stays outside inference mode: parameters converted inside it could not be trained again
-    with channels_last(model, device) as cl, torch.inference_mode():
+    with inference_form(model, device) as cl, torch.inference_mode():
         for i in tqdm(range(0, len(images), batch_size), desc=desc, leave=False, disable=not progress):
             share_cpus()  # fewer threads while other processes keep the CPUs busy (adkit.runtime)
             x = images[i : i + batch_size].to(device)
@@ -111,18 +169,21 @@ def predict_classes(
     """Run each class's test images through its model (one-class) or the shared one (multi-class)."""
     preds = {}
     classes = sorted({r.cls for r in records})
-    for cls in tqdm(classes, desc="evaluating", disable=not progress):
-        recs = [r for r in records if r.cls == cls]
-        batch = data.load_all(data.ImageDataset(recs, image_size))
-        model = runs.model_for(models_by_name, cls)
-        p = predict(model, batch["image"], batch_size)
-        p.update(
-            label=batch["label"].numpy(),
-            mask=batch["mask"][:, 0].numpy() > 0.5,
-            defect=list(batch["defect"]),
-            path=list(batch["path"]),
-        )
-        preds[cls] = p
+    with contextlib.ExitStack() as layouts:  # each model switches its memory layout once, not once per class
+        for cls in tqdm(classes, desc="evaluating", disable=not progress):
+            recs = [r for r in records if r.cls == cls]
+            batch = data.load_all(data.ImageDataset(recs, image_size))
+            model = runs.model_for(models_by_name, cls)
+            model.eval()
+            layouts.enter_context(inference_form(model, _device(model)))
+            p = predict(model, batch["image"], batch_size)
+            p.update(
+                label=batch["label"].numpy(),
+                mask=batch["mask"][:, 0].numpy() > 0.5,
+                defect=list(batch["defect"]),
+                path=list(batch["path"]),
+            )
+            preds[cls] = p
     return preds
 
 

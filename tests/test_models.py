@@ -229,9 +229,10 @@ def test_unknown_option_is_an_error(teacher):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_evaluate_predict_channels_last_one_forward_same_maps(name, teacher, monkeypatch):
-    """`evaluation.predict` runs CNN models channels-last on the CPU and in one forward pass per batch (the dual
-    student's scores come from the same pass): maps and scores equal those of the plain layout, every score
-    equal to the model's own `predict`, and the model's layout is given back."""
+    """`evaluation.predict` runs CNN models channels-last on the CPU, with the student's batch norms folded, and
+    in one forward pass per batch (the dual student's scores come from the same pass): maps and scores equal
+    those of the plain model up to float rounding, every score equal to the model's own `predict`, and the model
+    is given back as it was: the same modules, the same weights bit for bit, the plain layout."""
     from contextlib import contextmanager
 
     from adkit import evaluation
@@ -240,19 +241,28 @@ def test_evaluate_predict_channels_last_one_forward_same_maps(name, teacher, mon
     model = models.create(name, teacher=teacher).eval()
     if hasattr(model, "calibrate"):
         model.calibrate(torch.rand(4, 3, 64, 64))
+    teacher_modules = set(model.teacher.modules())  # the teacher is shared by the tests of this file: left as is
+    for m in model.modules():  # the student's norms made to do something, so that folding them is seen
+        if isinstance(m, torch.nn.BatchNorm2d) and m not in teacher_modules:
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
     x = torch.rand(5, 3, 64, 64)
+    modules = list(model.modules())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
     calls = []
     hook = model.register_forward_hook(lambda *a: calls.append(1))
     fast = evaluation.predict(model, x, batch_size=2)
     assert len(calls) == 3  # ceil(5 / 2) batches, one forward each
     hook.remove()
     assert all(p.is_contiguous() for p in model.parameters())  # layout given back
+    assert list(model.modules()) == modules  # the folded copies swapped back out
+    same = (torch.allclose(v, state[k], rtol=0, atol=0, equal_nan=True) for k, v in model.state_dict().items())
+    assert all(same)  # bit for bit (NaN where the dual student keeps no calibration choice)
 
     @contextmanager
     def plain(model, device):
         yield False
 
-    monkeypatch.setattr(evaluation, "channels_last", plain)
+    monkeypatch.setattr(evaluation, "inference_form", plain)
     slow = evaluation.predict(model, x, batch_size=2)
     assert set(fast) == set(slow)
     for k in fast:

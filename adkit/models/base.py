@@ -120,14 +120,16 @@ class ADModel(nn.Module):
         """One forward pass in eval mode: every map (`(B,1,H,W)`: "amap" and the report maps) and every image
         score (`(B,)`); "score" is the model's main one."""
         was = self.training
-        self.eval()
+        if was:  # a walk over every submodule, twice: only when there is a mode to change
+            self.eval()
         out = self(x)
         maps = self.maps(out)
         res = {k: maps[k] for k in ("amap", *self.report_maps)}
         res.update(self.scores(out, maps))
         if self.main_score:
             res["score"] = res[self.main_score]
-        self.train(was)
+        if was:
+            self.train()
         return res
 
     @torch.no_grad()
