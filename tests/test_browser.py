@@ -3,9 +3,15 @@
 JupyterLab runs on a copy of notebooks/ (outputs cleared) in a temporary folder, so neither autosave nor
 checkpoints touch the repository; the kernel is this interpreter and finds the cached runs through
 $ADKIT_DATA (the repository's data/). For each notebook: Run > Run All Cells, wait for the kernel to
-go idle, then check that no cell failed, every ipywidget rendered, moving a control of each explorer
+go idle, then check that no cell failed, that the cells nbval checks show their stored outputs (nbval's own
+comparison on the saved run, tests/nbcheck.py), every ipywidget rendered, moving a control of each explorer
 redraws it, and every plotly figure drew its SVG. A full-page screenshot per notebook lands in
 test-artifacts/browser/.
+
+When this test runs, nbval does not execute the notebooks a second time (conftest.py deselects them): one
+execution per notebook serves both checks. `pytest notebooks/`, or a machine without a browser, runs nbval.
+Each notebook is its own unit of work for pytest-xdist (conftest.py), so two workers run notebooks side by
+side, each worker with its own JupyterLab and browser.
 
 Under CI (CI=true) a missing chromium or playwright fails the test; elsewhere it skips. Playwright never
 downloads a browser here: it launches the system chromium (ADKIT_CHROMIUM, default /usr/bin/chromium).
@@ -29,12 +35,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbcheck import mismatches
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ARTIFACTS = REPO / "test-artifacts" / "browser"
+SANITIZE = REPO / "notebooks" / "sanitize.cfg"  # nbval's (pyproject.toml: --nbval-sanitize-with)
 CHROMIUM = os.environ.get("ADKIT_CHROMIUM", "/usr/bin/chromium")
 # no GPU, no sandbox (root in CI), and nothing that calls home: the network is closed in CI
 CHROMIUM_ARGS = [
@@ -325,7 +333,7 @@ def _screenshot(page, name: str) -> None:
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_in_jupyterlab(notebook: Path, lab: Lab, browser):
+def test_notebook_runs_in_jupyterlab(notebook: Path, lab: Lab, browser, request):
     path = f"notebooks/{notebook.name}"
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page_errors: list[str] = []
@@ -354,6 +362,10 @@ def test_notebook_runs_in_jupyterlab(notebook: Path, lab: Lab, browser):
         assert not not_run, f"{path}: cells {not_run} did not run"
         tracebacks = page.locator(".jp-OutputArea-output", has_text="Traceback (most recent call last)")
         assert tracebacks.count() == 0, f"{path}: a traceback is shown: {tracebacks.first.inner_text()[:800]}"
+
+        # nbval's check on this run: the cells it checks show the stored outputs (tests/nbcheck.py)
+        problems = mismatches(nbformat.read(notebook, as_version=4), nb, SANITIZE, request.config)
+        assert not problems, f"{path}: " + "\n".join(problems)
 
         # outputs in the page, cell by cell, in the order of the saved file's outputs
         cells = page.locator(".jp-Notebook .jp-CodeCell")
