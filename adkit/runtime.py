@@ -102,18 +102,35 @@ def device_default():
 _PROC_STAT = Path("/proc/stat")
 
 
+def _running_threads(proc: Path) -> tuple[int, list[str]]:
+    """Runnable threads of the process at `proc` (/proc/<pid>) and its child processes' pids."""
+    running, children = 0, []
+    for task in (proc / "task").iterdir():
+        stat = (task / "stat").read_text()
+        running += stat[stat.rindex(")") + 2] == "R"
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:  # a kernel without /proc/<pid>/task/<tid>/children: the children count as others
+            pass
+    return running, children
+
+
 def _others_running() -> int | None:
-    """Runnable threads of other processes right now (None where /proc is not readable)."""
+    """Runnable threads of other processes right now (None where /proc is not readable). This process's own
+    child processes (a data loader's workers) are not others: a job does not make way for itself, or its thread
+    count would change with how busy its loader happens to be, and with it the last bits of its results."""
     try:
         total = next(
             int(line.split()[1]) for line in _PROC_STAT.read_text().splitlines() if line.startswith("procs_running")
         )
-        mine = 0
-        for task in Path("/proc/self/task").iterdir():
-            stat = (task / "stat").read_text()
-            mine += stat[stat.rindex(")") + 2] == "R"
+        mine, children = _running_threads(Path("/proc/self"))
     except (OSError, StopIteration, ValueError):
         return None
+    for pid in children:
+        try:
+            mine += _running_threads(Path("/proc") / pid)[0]
+        except (OSError, ValueError):  # it ended while being read
+            pass
     return max(0, total - mine)
 
 
