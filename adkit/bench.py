@@ -19,11 +19,13 @@ model, no Lightning trainer) next to adkit's in the same process.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
@@ -212,7 +214,10 @@ def bench(
 
 class _neighbour:
     """An identical training loop in another process for as long as the `with` block lasts (it imports adkit, so
-    it follows the same thread policy as any adkit job). Waits until it trains before entering."""
+    it follows the same thread policy as any adkit job). Waits until it trains before entering.
+
+    It is started through a shell that exits at once, so that it is not this process's child: `share_cpus`
+    takes a job's own children (its data loader's workers) for part of the job, and another job is not."""
 
     def __init__(self, model, backbone, image_size, batch_size, options):
         self.args = [model, backbone, image_size, batch_size, options or {}]
@@ -222,16 +227,31 @@ class _neighbour:
         import subprocess
 
         code = "import json, sys; from adkit.bench import neighbour_loop; neighbour_loop(*json.loads(sys.argv[1]))"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(self.args)], stdout=subprocess.PIPE, text=True
-        )
-        self.proc.stdout.readline()  # "training": its model is built and its first steps ran
+        argv = [sys.executable, "-c", code, json.dumps(self.args)]
+        self.shell = subprocess.Popen(["sh", "-c", '"$@" & echo $!', "sh", *argv], stdout=subprocess.PIPE, text=True)
+        self.pid = int(self.shell.stdout.readline())
+        self.shell.wait()
+        self.shell.stdout.readline()  # "training": its model is built and its first steps ran
         return self
 
     def __exit__(self, *exc):
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
+        import signal
+
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while Path(f"/proc/{self.pid}").exists() and _state(self.pid) not in ("Z", "X"):
+            time.sleep(0.05)  # gone (its new parent reaps it)
+        self.shell.stdout.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "X"
+    return stat[stat.rindex(")") + 2]
 
 
 def neighbour_loop(model: str, backbone: str, image_size: int, batch_size: int, options: dict) -> None:

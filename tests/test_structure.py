@@ -11,10 +11,8 @@ MAX_LINES = 80  # a function's lines, `def` to its last line, docstring included
 
 # argument-parser tables: one `add_argument` after another, long by nature
 EXEMPT = {"adkit.cli:build_parser"}
-# functions over MAX_LINES in files being reworked elsewhere: to split, and then to leave this list
-KNOWN_LONG: set[str] = set()
 # what a model file may import from adkit: the layers below models (a model knows no run, split or validation set)
-MODEL_IMPORTS = {"adkit.backbones", "adkit.config", "adkit.errors", "adkit.losses", "adkit.scoring"}
+MODEL_IMPORTS = {"adkit.backbones", "adkit.batches", "adkit.config", "adkit.errors", "adkit.losses", "adkit.scoring"}
 
 
 def module_name(path: Path) -> str:
@@ -126,7 +124,7 @@ def test_fit_is_the_loop_alone():
 
 def test_no_function_is_longer_than_80_lines():
     found = long_functions()
-    new = {k: n for k, n in found.items() if k not in EXEMPT | KNOWN_LONG}
+    new = {k: n for k, n in found.items() if k not in EXEMPT}
     assert not new, f"functions over {MAX_LINES} lines (split them): {new}"
 
 

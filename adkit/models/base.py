@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..backbones import Teacher
+from ..batches import in_batches
 from ..scoring import image_score
 
 CALIBRATION_SETS = ("fitted", "held-out")  # the candidate calibration sets of a choice, in a fixed order
@@ -137,9 +138,12 @@ class ADModel(nn.Module):
         """Every image score of `score` (not the maps) for a stack of images `(N,3,H,W)`, in batches, on the
         CPU: one forward pass per batch."""
         device = next(iter(self.student_parameters())).device
-        rows = [self.score(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         maps = {"amap", *self.report_maps}
-        return {k: torch.cat([r[k] for r in rows]).float().cpu() for k in rows[0] if k not in maps}
+
+        def scores_only(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {k: v for k, v in self.score(x).items() if k not in maps}
+
+        return {k: v.float().cpu() for k, v in in_batches(scores_only, images, batch_size, device, self).items()}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, t_feats: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
