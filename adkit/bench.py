@@ -197,7 +197,7 @@ def bench(
     if contended and device.type == "cpu":
         if progress:
             print("bench: timing train cached beside an identical process", file=sys.stderr, flush=True)
-        with _neighbour(model, backbone, image_size, batch_size, options), timed["train_cached"] as fn:
+        with _neighbour(model, backbone, image_size, batch_size, options, pretrained), timed["train_cached"] as fn:
             busy_s = _median_step_s(fn, steps, warmup, device)
         share_cpus.restore()
         res["train_cached_contended_step_s"] = round(busy_s, 4)
@@ -219,8 +219,8 @@ class _neighbour:
     It is started through a shell that exits at once, so that it is not this process's child: `share_cpus`
     takes a job's own children (its data loader's workers) for part of the job, and another job is not."""
 
-    def __init__(self, model, backbone, image_size, batch_size, options):
-        self.args = [model, backbone, image_size, batch_size, options or {}]
+    def __init__(self, model, backbone, image_size, batch_size, options, pretrained=False):
+        self.args = [model, backbone, image_size, batch_size, options or {}, pretrained]
 
     def __enter__(self):
         import json
@@ -231,7 +231,9 @@ class _neighbour:
         self.shell = subprocess.Popen(["sh", "-c", '"$@" & echo $!', "sh", *argv], stdout=subprocess.PIPE, text=True)
         self.pid = int(self.shell.stdout.readline())
         self.shell.wait()
-        self.shell.stdout.readline()  # "training": its model is built and its first steps ran
+        if self.shell.stdout.readline() != "training\n":  # its model is built and its first steps ran
+            self.__exit__()
+            raise RuntimeError("bench: the neighbour process for the contended measurement did not start training")
         return self
 
     def __exit__(self, *exc):
@@ -254,10 +256,12 @@ def _state(pid: int) -> str:
     return stat[stat.rindex(")") + 2]
 
 
-def neighbour_loop(model: str, backbone: str, image_size: int, batch_size: int, options: dict) -> None:
+def neighbour_loop(
+    model: str, backbone: str, image_size: int, batch_size: int, options: dict, pretrained: bool = False
+) -> None:
     """Train with cached teacher features until killed (`bench`'s contended measurement)."""
     torch.manual_seed(1)
-    teacher = backbones.create(backbone)
+    teacher = backbones.create(backbone, pretrained=pretrained)
     m = models.create(model, teacher=teacher, **options)
     opt = m.configure_optimizer()
     pool = torch.rand(4 * batch_size, 3, image_size, image_size)
@@ -325,7 +329,7 @@ def bench_vs_anomalib(
     except ImportError as err:
         raise ImportError(ANOMALIB_MISSING) from err
     device = device or device_default()
-    ours = bench("rd", backbone, image_size, batch_size, steps, warmup, device=device)
+    ours = bench("rd", backbone, image_size, batch_size, steps, warmup, device=device, contended=False)
 
     torch.manual_seed(0)
     theirs = ReverseDistillationModel(

@@ -159,7 +159,7 @@ def cmd_bench(a) -> int:
     if a.vs_anomalib:
         try:
             res = bench.bench_vs_anomalib(
-                a.backbone if a.backbone.startswith("resnet") else "resnet18",
+                a.backbone if "resnet" in a.backbone else "resnet18",  # anomalib's RD mirrors ResNets only
                 a.image_size,
                 a.batch_size,
                 steps=a.steps,

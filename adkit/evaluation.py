@@ -43,10 +43,10 @@ def _folded(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
     return out
 
 
-def _fold_batch_norms(model) -> list[tuple[nn.Module, str, nn.Module]]:
+def _fold_batch_norms(model, swapped: list[tuple[nn.Module, str, nn.Module]]) -> None:
     """Swap every (convolution, batch norm) pair of the student's `nn.Sequential`s for the folded convolution
-    and an identity; returns what was swapped out, for `_unfold`. The teacher (timm's own blocks) is left."""
-    swapped = []
+    and an identity, recording in `swapped` what was swapped out (for `_unfold`, even after an error). The
+    teacher (timm's own blocks) is left as it is."""
     teacher = set(model.teacher.modules())
     for seq in model.modules():
         if not isinstance(seq, nn.Sequential) or seq in teacher:
@@ -56,9 +56,9 @@ def _fold_batch_norms(model) -> list[tuple[nn.Module, str, nn.Module]]:
             conv, bn = seq._modules[a], seq._modules[b]
             foldable = isinstance(conv, nn.Conv2d) or (isinstance(conv, nn.ConvTranspose2d) and conv.groups == 1)
             if foldable and type(bn) is nn.BatchNorm2d and not bn.training and bn.track_running_stats:
+                folded = _folded(conv, bn)
                 swapped += [(seq, a, conv), (seq, b, bn)]
-                seq._modules[a], seq._modules[b] = _folded(conv, bn), nn.Identity()
-    return swapped
+                seq._modules[a], seq._modules[b] = folded, nn.Identity()
 
 
 def _unfold(swapped: list[tuple[nn.Module, str, nn.Module]]) -> None:
@@ -79,13 +79,14 @@ def inference_form(model, device: torch.device):
         yield model._adkit_inference_form
         return
     layout = device.type == "cpu" and model.teacher.kind == "cnn"  # every ADModel has a teacher
-    if layout:
-        model.to(memory_format=torch.channels_last)
-    swapped = _fold_batch_norms(model)
-    if layout:  # the folded copies in the layout of the rest
-        model.to(memory_format=torch.channels_last)
-    model._adkit_inference_form = layout
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
     try:
+        if layout:
+            model.to(memory_format=torch.channels_last)
+        _fold_batch_norms(model, swapped)
+        if layout:  # the folded copies in the layout of the rest (weights already converted are left as they are)
+            model.to(memory_format=torch.channels_last)
+        model._adkit_inference_form = layout
         yield layout
     finally:
         model._adkit_inference_form = None
