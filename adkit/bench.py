@@ -32,7 +32,7 @@ import torch
 from . import backbones, evaluation, models
 from .config import IMAGE_SIZE
 from .featcache import FeatureCache
-from .runtime import device_default, share_cpus
+from .runtime import device_default, share_cpus, task_state
 
 
 def _peak_rss_mb() -> float:
@@ -243,17 +243,16 @@ class _neighbour:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        while Path(f"/proc/{self.pid}").exists() and _state(self.pid) not in ("Z", "X"):
+        while _state(self.pid) not in ("Z", "X"):
             time.sleep(0.05)  # gone (its new parent reaps it)
         self.shell.stdout.close()
 
 
 def _state(pid: int) -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return task_state(Path(f"/proc/{pid}/stat"))
+    except OSError:  # reaped
         return "X"
-    return stat[stat.rindex(")") + 2]
 
 
 def neighbour_loop(

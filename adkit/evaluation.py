@@ -83,9 +83,7 @@ def inference_form(model, device: torch.device):
     try:
         if layout:
             model.to(memory_format=torch.channels_last)
-        _fold_batch_norms(model, swapped)
-        if layout:  # the folded copies in the layout of the rest (weights already converted are left as they are)
-            model.to(memory_format=torch.channels_last)
+        _fold_batch_norms(model, swapped)  # the folded copies keep the layout of the weights they come from
         model._adkit_inference_form = layout
         yield layout
     finally:

@@ -102,12 +102,18 @@ def device_default():
 _PROC_STAT = Path("/proc/stat")
 
 
+def task_state(stat: Path) -> str:
+    """The state letter of a process or thread from its /proc stat file ("R" runnable, "S" sleeping, "Z" ...);
+    the name before it may hold spaces and parentheses, so it is read after the last ")"."""
+    text = stat.read_text()
+    return text[text.rindex(")") + 2]
+
+
 def _running_threads(proc: Path) -> tuple[int, list[str]]:
     """Runnable threads of the process at `proc` (/proc/<pid>) and its child processes' pids."""
     running, children = 0, []
     for task in (proc / "task").iterdir():
-        stat = (task / "stat").read_text()
-        running += stat[stat.rindex(")") + 2] == "R"
+        running += task_state(task / "stat") == "R"
         try:
             children += (task / "children").read_text().split()
         except OSError:  # a kernel without /proc/<pid>/task/<tid>/children: the children count as others
