@@ -223,19 +223,24 @@ class FeatureCache:
             collate_fn=_stack,
         )
         start = 0
-        for x in tqdm(loader, desc="teacher features", leave=False, disable=not progress):
-            share_cpus()  # fewer threads while other processes keep the CPUs busy (adkit.runtime)
-            x = x.cpu()  # a tensor source may live on the GPU; storage is in host memory
-            t_feats, end = self._teacher(x), start + len(x)
-            x_st = _to_stored(x, self.image_dtype, start)
-            r = max(0, min(end, self.n_ram) - start)  # rows of this batch that stay in RAM
-            if r > 0:
-                self._images[start : start + r] = x_st[:r]
-                for buf, t in zip(self._feats, t_feats, strict=True):
-                    buf[start : start + r] = t[:r]
-            if len(x) > r:  # the rest goes to the spill file, written in order
-                self._write_spill(x_st[r:], [t[r:] for t in t_feats])
-            start = end
+        # the bar is updated by hand: given the loader itself, tqdm.auto's bar calls iter() on it once more in
+        # its constructor, which starts a second set of loader workers that decode batches nobody reads and,
+        # in a Jupyter kernel, can hold the cell for the 5 s of their shutdown timeout
+        with tqdm(total=len(loader), desc="teacher features", leave=False, disable=not progress) as bar:
+            for x in loader:
+                share_cpus()  # fewer threads while other processes keep the CPUs busy (adkit.runtime)
+                x = x.cpu()  # a tensor source may live on the GPU; storage is in host memory
+                t_feats, end = self._teacher(x), start + len(x)
+                x_st = _to_stored(x, self.image_dtype, start)
+                r = max(0, min(end, self.n_ram) - start)  # rows of this batch that stay in RAM
+                if r > 0:
+                    self._images[start : start + r] = x_st[:r]
+                    for buf, t in zip(self._feats, t_feats, strict=True):
+                        buf[start : start + r] = t[:r]
+                if len(x) > r:  # the rest goes to the spill file, written in order
+                    self._write_spill(x_st[r:], [t[r:] for t in t_feats])
+                start = end
+                bar.update()
         if self._file is not None:
             self._file.flush()
 

@@ -158,6 +158,30 @@ def test_dataset_source_with_workers_and_sample_dicts(teacher, tmp_path):
             _assert_fp16_close(t_feats, [t.half().float() for t in teacher(want[i])])
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_building_starts_the_loaders_workers_once(teacher, tmp_path, monkeypatch, progress):
+    """One pass of the loader, one set of workers: a progress bar given the loader itself (tqdm.auto) calls
+    iter() on it in its constructor, a second set of workers that decode for nothing and, in a Jupyter kernel,
+    held the cell for their 5 s shutdown timeout."""
+    rng = np.random.default_rng(0)
+    records = [
+        data.Record(path=str(save(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), tmp_path / f"{i}.png")),
+                    label=0, cls="synthetic")
+        for i in range(12)
+    ]
+    iterators = []
+    original = torch.utils.data.DataLoader.__iter__
+
+    def counted(loader):
+        iterators.append(loader.num_workers)
+        return original(loader)
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", counted)
+    with FeatureCache(teacher, data.ImageDataset(records, SIZE), num_workers=1, batch_size=4, progress=progress):
+        pass
+    assert iterators == [1]
+
+
 def test_float_images_are_not_quantised(teacher):
     x = torch.rand(6, 3, SIZE, SIZE)  # not k/255
     with FeatureCache(teacher, x, budget_mb=10) as cache:
