@@ -41,6 +41,13 @@ def concat(parts: list):
     raise TypeError(f"cannot concatenate batch outputs of type {type(first).__name__}")
 
 
+def windows(xs: torch.Tensor, t_feats: list[torch.Tensor] | None, batch_size: int):
+    """`(xs[i : i + batch_size], its teacher features or None)` for i = 0, batch_size, ...: a stack in memory given
+    as the batches a streaming consumer (a model's `calibrate_batches`) reads."""
+    for i in range(0, len(xs), batch_size):
+        yield xs[i : i + batch_size], None if t_feats is None else [t[i : i + batch_size] for t in t_feats]
+
+
 @torch.no_grad()
 def in_batches(
     fn: Callable[[torch.Tensor], object],
@@ -58,4 +65,4 @@ def in_batches(
     return concat(parts)
 
 
-__all__ = ["concat", "evaluating", "in_batches"]
+__all__ = ["concat", "evaluating", "in_batches", "windows"]

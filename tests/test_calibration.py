@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from adkit import calibration, models
+from adkit.data.synthetic import synthetic_batches, synthetic_defects
 from adkit.loop import fit
+from adkit.metrics import image_auroc
 from adkit.models.base import ADModel, Calibration
 
 
@@ -84,6 +86,62 @@ def test_a_choice_needs_four_held_out_normals():
         calibration.choose(TwoStatistics(), x, None, x, None)
 
 
+@pytest.mark.parametrize("batch_size", [5, 32])
+def test_validation_batches_are_the_whole_validation_set_a_batch_at_a_time(batch_size):
+    g = torch.Generator().manual_seed(0)
+    normals = torch.rand(12, 3, 24, 24, generator=g)
+    asked = []
+
+    def images_at(idx):
+        asked.append(len(idx))
+        return normals[idx]
+
+    whole = synthetic_defects(normals, ["c"] * len(normals), seed=0)
+    parts = list(synthetic_batches(images_at, len(normals), seed=0, batch_size=batch_size))
+    assert all(len(x) <= batch_size for x, _ in parts)
+    assert torch.equal(torch.cat([x for x, _ in parts]), whole["image"])
+    assert torch.equal(torch.cat([y for _, y in parts]), whole["label"])
+    assert max(asked) <= min(2 * batch_size, len(normals))  # a batch's normals and its donors, never the set
+
+
+class Counting(calibration.Stack):
+    """A `Stack` that records how many rows each read asked for."""
+
+    def __init__(self, images, feats=None):
+        super().__init__(images, feats)
+        self.reads = []
+
+    def batch(self, idx):
+        self.reads.append(len(idx))
+        return super().batch(idx)
+
+
+def test_the_choice_reads_a_batch_at_a_time_and_is_the_whole_set_computation(teacher):
+    """The dual student's choice from sources read 32 rows at a time (targets and donors of a validation batch: at
+    most 64) gives the AUROCs and the calibration of the computation on whole tensors, bit for bit: calibrate on
+    each candidate, score all synthetic defects of the other held-out half, keep the better candidate."""
+    torch.manual_seed(0)
+    model = models.create("dual", teacher=teacher).eval()
+    g = torch.Generator().manual_seed(1)
+    held, fitted = torch.rand(90, 3, 32, 32, generator=g), torch.rand(70, 3, 32, 32, generator=g)
+    held_src, fitted_src = Counting(held), Counting(fitted)
+    choice = calibration.choose_among(model, held_src, torch.arange(90), fitted_src, torch.arange(70))
+    assert max(held_src.reads + fitted_src.reads) <= 2 * calibration.BATCH < 90
+
+    reference = models.create("dual", teacher=teacher).eval()
+    reference.load_state_dict(model.state_dict())
+    val = synthetic_defects(held[1::2], ["val"] * 45, seed=0)
+    auroc = {}
+    for name, normals in {"fitted": fitted[:45], "held-out": held[0::2]}.items():
+        reference.calibrate(normals)
+        score = reference.image_scores(val["image"])["score"]
+        auroc[name] = image_auroc(score.double().numpy(), val["label"].numpy())
+    assert choice.auroc == auroc
+    reference.calibrate({"fitted": fitted[:45], "held-out": held[0::2]}[choice.chosen], choice=choice)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
 def test_split_holds_out_what_the_model_asks_for(teacher, capsys):
     rd = models.create("rd", teacher=teacher)  # no calibration: every image trains
     assert [len(i) for i in calibration.split(rd, 10, 0)] == [10, 10]
@@ -106,19 +164,19 @@ def test_fit_chooses_among_held_out_normals_it_never_trained_on_and_as_many_trai
         return [round(float(v) * n) for v in images[:, 0, 0, 0]]
 
     trained, seen = set(), {}
-    real_forward, real_choose = model.forward, calibration.choose
+    real_forward, real_choose = model.forward, calibration.choose_among
 
     def forward(xb, t_feats=None):
         if model.training:
             trained.update(tags(xb))
         return real_forward(xb, t_feats)
 
-    def choose(m, held, held_feats, fitted, fitted_feats):
-        seen.update(held=tags(held), fitted=tags(fitted))
-        return real_choose(m, held, held_feats, fitted, fitted_feats)
+    def choose_among(m, held_src, held_idx, fitted_src, fitted_idx):
+        seen.update(held=tags(held_src.batch(held_idx)[0]), fitted=tags(fitted_src.batch(fitted_idx)[0]))
+        return real_choose(m, held_src, held_idx, fitted_src, fitted_idx)
 
     model.forward = forward
-    monkeypatch.setattr(calibration, "choose", choose)
+    monkeypatch.setattr(calibration, "choose_among", choose_among)
     fit(model, x, iters=12, batch_size=4, seed=1, progress=False)
     assert len(seen["held"]) == len(seen["fitted"]) == 5
     assert not set(seen["held"]) & trained and set(seen["fitted"]) <= trained
@@ -131,13 +189,14 @@ def test_too_few_normals_to_hold_out_for_the_choice_train_on_all_and_say_so(teac
     torch.manual_seed(0)
     model = models.create("dual", teacher=teacher)
     x = torch.rand(8, 3, 32, 32)
-    calibrated, real = [], model.calibrate
+    calibrated, real = [], model.calibrate_batches
 
-    def calibrate(xs, t_feats=None, choice=None):
-        calibrated.append(len(xs))
-        real(xs, t_feats, choice)
+    def calibrate_batches(batches, choice=None):
+        batches = list(batches)
+        calibrated.append(sum(len(xs) for xs, _ in batches))
+        real(batches, choice)
 
-    model.calibrate = calibrate
+    model.calibrate_batches = calibrate_batches
     fit(model, x, iters=2, batch_size=4, progress=False)
     assert calibrated == [8] and model.calibration_chosen is None
     assert "too few to keep 4 of them out" in capsys.readouterr().err

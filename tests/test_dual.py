@@ -184,22 +184,23 @@ def test_bad_options_are_errors(teacher):
 
 def fit_tagged(m, n: int) -> tuple[set, list]:
     """`fit` `m` on `n` random images, each tagged in one pixel, and return which images reached a training step
-    and which `calibrate` (a set and a list of image indices)."""
+    and which the calibration (a set and a list of image indices)."""
     x = torch.rand(n, 3, 32, 32)
     x[:, 0, 0, 0] = torch.arange(n) / n  # a tag per image, to tell which images reach each step
     trained, calibrated = set(), []
-    real_forward, real_calibrate = m.forward, m.calibrate
+    real_forward, real_calibrate = m.forward, m.calibrate_batches
 
     def forward(xb, t_feats=None):
         if m.training:
             trained.update(round(float(v) * n) for v in xb[:, 0, 0, 0])
         return real_forward(xb, t_feats)
 
-    def calibrate(xs, t_feats=None, choice=None):
-        calibrated.extend(round(float(v) * n) for v in xs[:, 0, 0, 0])
-        return real_calibrate(xs, t_feats, choice)
+    def calibrate_batches(batches, choice=None):
+        batches = list(batches)
+        calibrated.extend(round(float(v) * n) for xs, _ in batches for v in xs[:, 0, 0, 0])
+        return real_calibrate(batches, choice)
 
-    m.forward, m.calibrate = forward, calibrate
+    m.forward, m.calibrate_batches = forward, calibrate_batches
     fit(m, x, iters=12, batch_size=4, progress=False)
     return trained, calibrated
 

@@ -165,8 +165,11 @@ def test_building_starts_the_loaders_workers_once(teacher, tmp_path, monkeypatch
     held the cell for their 5 s shutdown timeout."""
     rng = np.random.default_rng(0)
     records = [
-        data.Record(path=str(save(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), tmp_path / f"{i}.png")),
-                    label=0, cls="synthetic")
+        data.Record(
+            path=str(save(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), tmp_path / f"{i}.png")),
+            label=0,
+            cls="synthetic",
+        )
         for i in range(12)
     ]
     iterators = []

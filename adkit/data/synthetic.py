@@ -23,6 +23,7 @@ ablations (docs/methods.md §8, "Validation data for choosing defaults"); nothin
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -83,6 +84,31 @@ def damage(
     return out.clamp(0, 1), m
 
 
+def defect_draws(n: int, seed: int = 0, families: tuple[str, ...] = FAMILIES):
+    """`(family, i, donor, rng)` for each defective copy of a set of `n` normals, in `synthetic_defects`' order
+    (family by family, image by image): copy i of family f draws from its own generator, seeded with
+    `(seed, f, i)`, first its donor (any other image of the set), then what `damage` draws."""
+    for f, family in enumerate(families):
+        for i in range(n):
+            rng = np.random.default_rng([seed, f, i])
+            j = int(rng.integers(n - 1))
+            yield family, i, j + (j >= i), rng
+
+
+def synthetic_batches(images_at, n: int, seed: int = 0, families: tuple[str, ...] = FAMILIES, batch_size: int = 32):
+    """`synthetic_defects`' images and labels, `batch_size` at a time, without holding the set: `images_at(idx)`
+    returns normals `idx` (a sorted index tensor) of the `n` as `(len(idx),3,H,W)`. Yields `(images, labels)`;
+    joined, they equal `synthetic_defects(all n normals, ...)["image"]` and `["label"]` exactly."""
+    if n < 2:
+        raise ValueError(f"need at least 2 images, got {n}")
+    items = itertools.chain(((None, i, None, None) for i in range(n)), defect_draws(n, seed, families))
+    while chunk := list(itertools.islice(items, batch_size)):
+        need = sorted({i for _, i, _, _ in chunk} | {d for _, _, d, _ in chunk if d is not None})
+        got = dict(zip(need, images_at(torch.tensor(need)), strict=True))
+        xs = [got[i] if family is None else damage(got[i], family, rng, got[d])[0] for family, i, d, rng in chunk]
+        yield torch.stack(xs), torch.tensor([int(family is not None) for family, *_ in chunk])
+
+
 def synthetic_defects(
     images: torch.Tensor, classes: list[str], seed: int = 0, families: tuple[str, ...] = FAMILIES
 ) -> dict:
@@ -100,17 +126,13 @@ def synthetic_defects(
         ["good"] * n,
         list(classes),
     )
-    for f, family in enumerate(families):
-        for i in range(n):
-            rng = np.random.default_rng([seed, f, i])
-            j = int(rng.integers(n - 1))
-            donor = images[j + (j >= i)]  # any other image of the set
-            x, m = damage(images[i], family, rng, donor)
-            out_img.append(x[None])
-            out_mask.append(m[None])
-            label.append(1)
-            defect.append(family)
-            cls.append(classes[i])
+    for family, i, donor, rng in defect_draws(n, seed, families):
+        x, m = damage(images[i], family, rng, images[donor])
+        out_img.append(x[None])
+        out_mask.append(m[None])
+        label.append(1)
+        defect.append(family)
+        cls.append(classes[i])
     return {
         "image": torch.cat(out_img),
         "mask": torch.cat(out_mask),
@@ -141,4 +163,12 @@ def semantic_set(normals: torch.Tensor, anomalies: torch.Tensor, group: str = "s
     }
 
 
-__all__ = ["FAMILIES", "damage", "region_mask", "semantic_set", "synthetic_defects"]
+__all__ = [
+    "FAMILIES",
+    "damage",
+    "defect_draws",
+    "region_mask",
+    "semantic_set",
+    "synthetic_batches",
+    "synthetic_defects",
+]

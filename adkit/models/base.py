@@ -7,11 +7,13 @@
     res = model.score(x)             # one forward pass: every map and every score, "score" the main one
     amap, score = model.predict(x)   # final map and main image score, no gradients
     model.calibrate(xs)              # statistics of training normals, for a model that declares `calibration`
+    model.calibrate_batches(batches) # the same, the normals given as (images, features) batches
 
 A model that calibrates says how in `calibration` (a `Calibration`): the fraction of its training normals to
 keep out of training and calibrate on (scores of images a student was fitted on are optimistic), and whether to
 choose between those and as many fitted normals on validation data. `adkit.calibration` carries it out at the
-end of training through the one hook, `calibrate`.
+end of training through the one hook, `calibrate_batches` (whose default joins the batches and calls
+`calibrate`).
 """
 
 from __future__ import annotations
@@ -155,6 +157,14 @@ class ADModel(nn.Module):
         scores = self.scores(out, maps)
         self.train(was)
         return maps["amap"], scores[self.main_score or "score"]
+
+    def calibrate_batches(self, batches, choice: CalibrationChoice | None = None) -> None:
+        """`calibrate` on normals given as an iterable of `(images, teacher features or None)` batches, so that a
+        calibration set need not be in memory at once (`adkit.calibration` reads it from the feature cache). This
+        default joins the batches and calls `calibrate`; SNL and the dual student read them one at a time."""
+        parts = list(batches)
+        feats = None if parts[0][1] is None else [torch.cat(stage) for stage in zip(*(f for _, f in parts))]
+        self.calibrate(torch.cat([x for x, _ in parts]), feats, choice=choice)
 
     def settings(self) -> dict:
         return {"model": self.name, "backbone": self.teacher.name, "config": asdict(self.config)}

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import Teacher
+from ..batches import windows
 from ..losses import cosine_map, flat_cosine_distance, neg_log_normal
 from ..scoring import BLUR_SIGMA, LINKS, fuse_maps, gaussian_blur, image_score, link_probability, noisy_or
 from .base import CALIBRATION_SETS, ADModel, Calibration, CalibrationChoice
@@ -332,21 +333,21 @@ class DualStudent(ADModel):
             "p_semantic": p["semantic"],
         }
 
-    @torch.no_grad()
     def raw_scores_of(
         self, xs: torch.Tensor, t_feats: list[torch.Tensor] | None = None, batch_size: int = 32
     ) -> dict[str, torch.Tensor]:
         """`raw_scores` of images `(N,3,H,W)` in eval mode, in batches: `{branch: (N,)}`."""
+        return self.raw_scores_in(windows(xs, t_feats, batch_size))
+
+    @torch.no_grad()
+    def raw_scores_in(self, batches) -> dict[str, torch.Tensor]:
+        """`raw_scores` of images given batch by batch (`(images, teacher features or None)`), in eval mode."""
         was = self.training
         self.eval()
-        rows = []
-        for i in range(0, len(xs), batch_size):
-            tf = None if t_feats is None else [t[i : i + batch_size] for t in t_feats]
-            rows.append(self.raw_scores(self(xs[i : i + batch_size], tf)))
+        rows = [self.raw_scores(self(x, tf)) for x, tf in batches]
         self.train(was)
         return {b: torch.cat([r[b] for r in rows]) for b in BRANCHES}
 
-    @torch.no_grad()
     def calibrate(
         self,
         xs: torch.Tensor,
@@ -356,7 +357,11 @@ class DualStudent(ADModel):
     ) -> None:
         """Per branch, on normals `xs`: τ = s_q / ln 2 (q = `tau_quantile`), mean and std of the score. `choice` is
         kept with the weights (`calib_val_auroc`, `calib_chosen`; NaN and −1 without one)."""
-        self.calibrate_from(self.raw_scores_of(xs, t_feats, batch_size))
+        self.calibrate_batches(windows(xs, t_feats, batch_size), choice)
+
+    def calibrate_batches(self, batches, choice: CalibrationChoice | None = None) -> None:
+        """`calibrate` on normals given batch by batch: only their raw scores are kept."""
+        self.calibrate_from(self.raw_scores_in(batches))
         if choice is None:
             self.calib_val_auroc.fill_(float("nan"))
             self.calib_chosen.fill_(-1)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..backbones import Teacher
+from ..batches import windows
 from ..losses import (
     channel_distance,
     channel_loss,
@@ -281,7 +282,6 @@ class SNL(ADModel):
             "struct": gaussian_blur(struct, c.blur_sigma),
         }
 
-    @torch.no_grad()
     def calibrate(
         self,
         xs: torch.Tensor,
@@ -291,12 +291,16 @@ class SNL(ADModel):
     ) -> None:
         """Mean and std of the raw local and structural maps over all pixels of training normals (those the
         student was fitted on, or the held-out ones with `calib_holdout`); SNL makes no choice to keep."""
+        self.calibrate_batches(windows(xs, t_feats, batch_size), choice)
+
+    @torch.no_grad()
+    def calibrate_batches(self, batches, choice: CalibrationChoice | None = None) -> None:
+        """`calibrate` on normals given batch by batch (`(images, teacher features or None)`): running sums."""
         was = self.training
         self.eval()
         stats = torch.zeros(2, 3, dtype=torch.float64)  # per map: pixel count, Σ m, Σ m²
-        for i in range(0, len(xs), batch_size):
-            tf = None if t_feats is None else [t[i : i + batch_size] for t in t_feats]
-            for j, m in enumerate(self.raw_maps(self(xs[i : i + batch_size], tf))):
+        for x, tf in batches:
+            for j, m in enumerate(self.raw_maps(self(x, tf))):
                 m = m.double()
                 stats[j] += torch.stack([m.new_tensor(m.numel()), m.sum(), m.pow(2).sum()]).cpu()
         for key, (n, s1, s2) in zip(("local", "struct"), stats, strict=True):
