@@ -94,7 +94,9 @@ def device_default():
 # pass) watches how many threads of OTHER processes are runnable (/proc/stat's procs_running minus this process's
 # running threads; the median over at least a second and 5 samples) and sets torch's thread count to the CPUs they
 # leave free, at least 1: two jobs on 2 CPUs run one thread each instead of four threads spinning against each
-# other. When the others go, the count returns to its start (after two quiet periods in a row). Off with
+# other. Either way a change needs two periods in a row that call for it: fewer threads after two busy ones (a
+# notebook's own client drawing an output for a moment is not a neighbour, and a run that changed its thread count
+# for it would not reproduce), back to the start after two quiet ones. Off with
 # ADKIT_SHARED=0, or when the user set OMP_NUM_THREADS (their choice is kept), and where /proc is missing. A
 # different thread count sums floating-point numbers in another order: runs on a busy machine can differ in the
 # last bits from runs alone, as runs with other thread counts do.
@@ -143,13 +145,14 @@ def _others_running() -> int | None:
 class CpuSharing:
     """The thread count a loop should run with, decided from what other processes run (see above)."""
 
-    def __init__(self, period: float = 1.0, quiet_periods: int = 2, min_samples: int = 5):
+    def __init__(self, period: float = 1.0, quiet_periods: int = 2, min_samples: int = 5, busy_periods: int = 2):
         self.period, self.quiet_periods, self.min_samples = period, quiet_periods, min_samples
+        self.busy_periods = busy_periods
         self.enabled: bool | None = None  # decided at the first call (torch must be loaded)
         self.start_threads = self.threads = self.cpus = 1
         self.samples: list[int] = []
         self.last = 0.0
-        self.quiet = 0
+        self.quiet = self.busy = 0
         self.changes = 0  # how often the count changed (for tests and benchmarks)
 
     def _setup(self) -> None:
@@ -181,7 +184,10 @@ class CpuSharing:
         self.last = now
         free = max(1, min(self.start_threads, self.cpus - others))
         self.quiet = self.quiet + 1 if free > self.threads else 0
-        if free < self.threads or (free > self.threads and self.quiet >= self.quiet_periods):
+        self.busy = self.busy + 1 if free < self.threads else 0
+        if (free < self.threads and self.busy >= self.busy_periods) or (
+            free > self.threads and self.quiet >= self.quiet_periods
+        ):
             self._set(free)
         return self.threads
 
@@ -189,7 +195,7 @@ class CpuSharing:
         import torch
 
         torch.set_num_threads(n)
-        self.threads, self.quiet = n, 0
+        self.threads, self.quiet, self.busy = n, 0, 0
         self.changes += 1
 
     def restore(self) -> None:
