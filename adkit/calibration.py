@@ -67,7 +67,7 @@ class Stack:
         return (self.batch(idx) for idx in index_windows)
 
 
-def windows(idx: torch.Tensor, size: int = BATCH) -> list[torch.Tensor]:
+def _index_windows(idx: torch.Tensor, size: int = BATCH) -> list[torch.Tensor]:
     """`idx` in consecutive pieces of `size`: the batches a calibration reads."""
     return [idx[i : i + size] for i in range(0, len(idx), size)]
 
@@ -83,7 +83,7 @@ def calibrate(model: ADModel, cache, fit_idx: torch.Tensor, cal_idx: torch.Tenso
     if spec.choose and len(cal_idx) < len(cache):  # some were held out: there is a choice
         choose_among(model, cache, cal_idx, cache, fitted_sample(fit_idx, len(cal_idx), seed))
     else:
-        model.calibrate_batches(cache.batches(windows(cal_idx)))
+        model.calibrate_batches(cache.batches(_index_windows(cal_idx)))
 
 
 def choose(
@@ -121,7 +121,7 @@ def choose_among(model: ADModel, held_src, held_idx: torch.Tensor, fitted_src, f
 
     auroc = {}
     for name, (src, idx) in candidates.items():
-        model.calibrate_batches(src.batches(windows(idx)))
+        model.calibrate_batches(src.batches(_index_windows(idx)))
         scores, labels = [], []
         for x, y in synthetic_batches(val_normals, len(held_val), seed=0, batch_size=BATCH):
             scores.append(model.image_scores(x, BATCH)["score"])  # damaged images: the teacher runs again
@@ -129,7 +129,7 @@ def choose_among(model: ADModel, held_src, held_idx: torch.Tensor, fitted_src, f
         auroc[name] = image_auroc(torch.cat(scores).double().numpy(), torch.cat(labels).numpy())
     choice = CalibrationChoice(auroc, max(CALIBRATION_SETS, key=lambda n: (auroc[n], n == "fitted")))
     src, idx = candidates[choice.chosen]
-    model.calibrate_batches(src.batches(windows(idx)), choice=choice)
+    model.calibrate_batches(src.batches(_index_windows(idx)), choice=choice)
     return choice
 
 
@@ -142,5 +142,4 @@ __all__ = [
     "choose_among",
     "min_held",
     "split",
-    "windows",
 ]

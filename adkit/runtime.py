@@ -95,8 +95,8 @@ def device_default():
 # running threads; the median over at least a second and 5 samples) and sets torch's thread count to the CPUs they
 # leave free, at least 1: two jobs on 2 CPUs run one thread each instead of four threads spinning against each
 # other. Either way a change needs two periods in a row that call for it: fewer threads after two busy ones (a
-# notebook's own client drawing an output for a moment is not a neighbour, and a run that changed its thread count
-# for it would not reproduce), back to the start after two quiet ones. Off with
+# moment's activity, such as a notebook's client drawing an output, is not a neighbour, and a run that changed its
+# thread count for it would not reproduce), back to the start after two quiet ones. Off with
 # ADKIT_SHARED=0, or when the user set OMP_NUM_THREADS (their choice is kept), and where /proc is missing. A
 # different thread count sums floating-point numbers in another order: runs on a busy machine can differ in the
 # last bits from runs alone, as runs with other thread counts do.
