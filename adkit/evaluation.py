@@ -93,16 +93,12 @@ def inference_form(model, device: torch.device):
             model.to(memory_format=torch.contiguous_format)
 
 
-def _device(model) -> torch.device:
-    return next(iter(model.student_parameters())).device
-
-
 def predict(
     model, images: torch.Tensor, batch_size: int = 32, progress: bool = False, desc: str = "scoring"
 ) -> dict[str, np.ndarray]:
     """Maps `(N,H,W)` and image scores `(N,)` of a model on images `(N,3,H,W)`, from `model.score`: one forward
     pass per batch gives "amap" and each report map, "score" (the main image score) and every other score."""
-    device = _device(model)
+    device = model.student_device
     model.eval()
     parts: dict[str, list] = {}
     # the layout switch stays outside inference mode: parameters converted inside it could not be trained again
@@ -174,7 +170,7 @@ def predict_classes(
             batch = data.load_all(data.ImageDataset(recs, image_size))
             model = runs.model_for(models_by_name, cls)
             model.eval()
-            layouts.enter_context(inference_form(model, _device(model)))
+            layouts.enter_context(inference_form(model, model.student_device))
             p = predict(model, batch["image"], batch_size)
             p.update(
                 label=batch["label"].numpy(),

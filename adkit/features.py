@@ -33,7 +33,7 @@ def extract(model, images: torch.Tensor, batch_size: int = 32) -> dict[str, list
             "student": [s.float().cpu() for s in out["s_feats"]],
         }
 
-    device = next(iter(model.student_parameters())).device
+    device = model.student_device
     return in_batches(feats, images, batch_size, device, model=model)
 
 

@@ -84,7 +84,7 @@ def fit(
     a `FeatureCache`; teacher features are kept as fp16 within `cache_mb` (default: a quarter of the free memory)
     and spilled to a file in `spill_dir` beyond it. Under torchrun each rank trains on its share of every batch
     (DDP) and rank 0 alone writes; `amp="bf16"` runs the forward and loss under bf16 autocast."""
-    device = next(iter(model.student_parameters())).device
+    device = model.student_device
     torch.manual_seed(seed)
     opt = model.configure_optimizer()
     start, history, seconds = resume(model, opt, checkpoints, iters)
@@ -167,7 +167,7 @@ class _Writer:
     def __init__(self, plan: Checkpoints, model, opt, history: list, iters: int, seconds: float, finish, desc: str):
         self.plan, self.model, self.opt, self.history, self.iters = plan, model, opt, history, iters
         self.seconds, self.finish, self.desc = seconds, finish, desc
-        self.device = next(iter(model.student_parameters())).device
+        self.device = model.student_device
         self.stop = StopSignals(True)
         self.t0 = self.last = time.monotonic()
 
@@ -238,7 +238,7 @@ class StopSignals:
 def _feature_cache(model: ADModel, images, budget_mb: float | None, spill_dir, progress: bool) -> FeatureCache:
     """The teacher features of `images` (computed once, fp16 within `budget_mb`, spilled beyond it), on the
     model's device."""
-    device = next(iter(model.student_parameters())).device
+    device = model.student_device
     return FeatureCache(model.teacher, images, budget_mb, spill_dir, device=device, progress=progress)
 
 

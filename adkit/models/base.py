@@ -93,6 +93,11 @@ class ADModel(nn.Module):
     def student_parameters(self):
         return [p for n, p in self.named_parameters() if not is_teacher_key(n)]
 
+    @property
+    def student_device(self) -> torch.device:
+        """Where the student's weights are (the device its inputs go to; the teacher lives with it)."""
+        return next(iter(self.student_parameters())).device
+
     def parameters_to_train(self, params=None) -> list:
         """What `configure_optimizer` optimises: `params` where given (a wrapper's, e.g. SNL's with its CRAMs),
         else `student_parameters()`."""
@@ -139,7 +144,7 @@ class ADModel(nn.Module):
     def image_scores(self, images: torch.Tensor, batch_size: int = 32) -> dict[str, torch.Tensor]:
         """Every image score of `score` (not the maps) for a stack of images `(N,3,H,W)`, in batches, on the
         CPU: one forward pass per batch."""
-        device = next(iter(self.student_parameters())).device
+        device = self.student_device
         maps = {"amap", *self.report_maps}
 
         def scores_only(x: torch.Tensor) -> dict[str, torch.Tensor]:
